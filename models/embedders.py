@@ -1,0 +1,164 @@
+"""Registry of frozen face-embedding networks, chosen by model id.
+
+Every embedder turns aligned face crops into L2-normalised float32 vectors. The model id
+is recorded with every stored embedding so galleries built with different networks never mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.align import crop_box, warp_to_template
+from models.types import DetectedFace
+from models.weights import FACENET_CHECKPOINTS, resolve_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What a model id stands for. ``default_threshold`` is the cosine similarity at or above
+    which two faces are called the same person, measured on ../shared/faces (see README)."""
+
+    model_id: str
+    dim: int
+    input_size: int
+    default_threshold: float
+    description: str
+
+
+class Embedder:
+    """A frozen network plus the crop it expects. ``crop`` runs on the CPU per face;
+    ``embed`` runs a batch on ``device`` and returns (N, dim) unit vectors."""
+
+    def __init__(
+        self,
+        spec: EmbedderSpec,
+        network: torch.nn.Module,
+        crop_fn: Callable[[Image.Image, DetectedFace], np.ndarray],
+        device: torch.device,
+        *,
+        half: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.half = bool(half and device.type == "cuda")
+        network = network.eval().to(device)
+        for p in network.parameters():
+            p.requires_grad_(False)
+        self._network = network.half() if self.half else network
+        self._crop_fn = crop_fn
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def crop(self, image: Image.Image, face: DetectedFace) -> np.ndarray:
+        """The (3, S, S) float32 network input for one detected face."""
+        return self._crop_fn(image, face)
+
+    def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 3, S, S) crops -> (N, dim) L2-normalised float32; N == 0 gives (0, dim)."""
+        batch = np.asarray(crops, dtype=np.float32)
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        size = self.spec.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"expected crops of shape (N, 3, {size}, {size}), got {batch.shape}")
+        x = torch.from_numpy(batch).to(self.device)
+        with torch.inference_mode():
+            out = self._network(x.half() if self.half else x).float()
+        out = torch.nn.functional.normalize(out, dim=1)
+        return out.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _chw(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()
+
+
+def _build_dlib(device: torch.device, weights_path: str | None, half: bool) -> Embedder:
+    from models.dlib_resnet import MTCNN_TEMPLATE_150, load_dlib_resnet
+
+    network = load_dlib_resnet(resolve_weights("dlib-resnet-v1", weights_path))
+    spec = EMBEDDERS["dlib-resnet-v1"]
+
+    def crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
+        return _chw(warp_to_template(image, face.landmarks, MTCNN_TEMPLATE_150, spec.input_size))
+
+    return Embedder(spec, network, crop, device, half=half)
+
+
+def _build_facenet(model_id: str) -> Callable[[torch.device, str | None, bool], Embedder]:
+    def build(device: torch.device, weights_path: str | None, half: bool) -> Embedder:
+        from facenet_pytorch import InceptionResnetV1
+
+        path = resolve_weights(model_id, weights_path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+        network = InceptionResnetV1(pretrained=None, classify=False)
+        network.load_state_dict(state, strict=True)
+        spec = EMBEDDERS[model_id]
+
+        def crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
+            # facenet-pytorch's own preprocessing: box crop, resize, (x - 127.5) / 128.
+            return (_chw(crop_box(image, face.box, spec.input_size)) - 127.5) / 128.0
+
+        return Embedder(spec, network, crop, device, half=half)
+
+    return build
+
+
+EMBEDDERS: dict[str, EmbedderSpec] = {
+    "dlib-resnet-v1": EmbedderSpec(
+        "dlib-resnet-v1",
+        128,
+        150,
+        0.93,
+        "dlib's 29-layer ResNet (face_recognition_models, PyPI) ported to PyTorch; 5-point similarity alignment",
+    ),
+    "facenet-vggface2": EmbedderSpec(
+        "facenet-vggface2",
+        512,
+        160,
+        0.6,
+        "facenet-pytorch InceptionResnetV1 trained on VGGFace2; MTCNN box crop",
+    ),
+    "facenet-casia": EmbedderSpec(
+        "facenet-casia",
+        512,
+        160,
+        0.6,
+        "facenet-pytorch InceptionResnetV1 trained on CASIA-WebFace; MTCNN box crop",
+    ),
+}
+
+_BUILDERS: dict[str, Callable[[torch.device, str | None, bool], Embedder]] = {
+    "dlib-resnet-v1": _build_dlib,
+    **{model_id: _build_facenet(model_id) for model_id in FACENET_CHECKPOINTS},
+}
+
+
+def create_embedder(
+    model_id: str,
+    device: torch.device | str = "cpu",
+    *,
+    weights_path: str | os.PathLike[str] | None = None,
+    half: bool = False,
+) -> Embedder:
+    """Build the frozen embedder for ``model_id`` on ``device``; raises WeightsNotFoundError
+    (with the fix in its message) when the weights are not on this machine."""
+    if model_id not in _BUILDERS:
+        raise ValueError(f"unknown model id {model_id!r}; known: {', '.join(sorted(_BUILDERS))}")
+    log.info("loading embedder %s on %s", model_id, device)
+    return _BUILDERS[model_id](torch.device(device), str(weights_path) if weights_path else None, half)
