@@ -1,18 +1,28 @@
 """Frozen, pretrained face pipeline: detection, alignment and embedding.
 
-Nothing here knows about HTTP or storage; ``service`` composes these pieces.
+Nothing here knows about HTTP or storage; ``service`` composes these pieces. Names are imported
+lazily so that ``python -m models.weights`` runs without importing torch-heavy modules first.
 """
 
-from models.detector import FaceDetector
-from models.embedders import EMBEDDERS, Embedder, EmbedderSpec, create_embedder
-from models.types import DetectedFace, resolve_device
+from __future__ import annotations
 
-__all__ = [
-    "EMBEDDERS",
-    "DetectedFace",
-    "Embedder",
-    "EmbedderSpec",
-    "FaceDetector",
-    "create_embedder",
-    "resolve_device",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EMBEDDERS": "models.embedders",
+    "Embedder": "models.embedders",
+    "EmbedderSpec": "models.embedders",
+    "create_embedder": "models.embedders",
+    "FaceDetector": "models.detector",
+    "DetectedFace": "models.types",
+    "resolve_device": "models.types",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

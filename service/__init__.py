@@ -1,0 +1,57 @@
+"""Fewface HTTP service: ``create_app`` composes settings, the frozen pipeline and the gallery."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+from service.config import Settings
+from service.errors import register_error_handlers
+from service.gallery import Gallery
+from service.recognizer import Engine, Recognizer
+
+__version__ = "0.1.0"
+GALLERY_FILE = "gallery.sqlite3"
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    """Build the Flask app. ``engine`` (detector + embedder) may be shared between apps; when
+    absent it is loaded from ``settings``. Raises ModelMismatchError when the data directory
+    holds a gallery built with another model."""
+    settings = settings or Settings.from_env()
+    engine = engine or Engine.from_settings(settings)
+    if engine.model_id != settings.model:
+        raise ValueError(f"engine runs {engine.model_id!r} but settings ask for {settings.model!r}")
+    gallery = Gallery(
+        Path(settings.data_dir) / GALLERY_FILE,
+        engine.model_id,
+        engine.embedder.dim,
+        index_exact_max=settings.index_exact_max,
+        index_nprobe=settings.index_nprobe,
+    )
+    app = Flask(__name__)
+    app.url_map.merge_slashes = False  # "/v1/people//faces" is a 404, not a redirect an API client would not follow
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.config["FEWFACE_VERSION"] = __version__
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["fewface"] = Recognizer(engine, gallery, settings)
+    register_error_handlers(app)
+
+    from service.api import bp
+
+    app.register_blueprint(bp)
+
+    from service import console, facebox, openapi, state
+    from service.auth import register_auth
+    from service.urlfetch import UrlFetcher
+
+    app.extensions["fewface_urlfetch"] = UrlFetcher(settings.max_upload_bytes, settings.url_timeout, settings.allow_private_urls)
+    register_auth(app, settings)
+    for module in (state, facebox, openapi, console):
+        app.register_blueprint(module.bp)
+    log.info("fewface ready: model %s, gallery %s (%d people, %d faces)", engine.model_id, gallery.path, *gallery.counts())
+    return app

@@ -1,0 +1,240 @@
+"""Native HTTP API (/v1/...) plus health and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from models.types import LANDMARK_NAMES, DetectedFace
+from service.errors import ApiError
+from service.gallery import FaceNotFoundError, FaceRecord, Match, Person, PersonNotFoundError
+from service.imaging import DecodedImage, decode_image
+from service.inputs import (
+    RequestInput,
+    choice_param,
+    clean_id,
+    clean_name,
+    float_param,
+    int_param,
+    parse_request,
+)
+from service.recognizer import IdentifiedFace, Recognizer
+
+bp = Blueprint("api", __name__)
+
+
+def recognizer() -> Recognizer:
+    return current_app.extensions["fewface"]
+
+
+def decode(data: bytes) -> DecodedImage:
+    s = recognizer().settings
+    return decode_image(data, max_pixels=s.max_image_pixels, max_side=s.max_image_side)
+
+
+# -- JSON shapes ---------------------------------------------------------------------------
+def box_json(box: tuple[float, float, float, float]) -> dict[str, float]:
+    x1, y1, x2, y2 = box
+    return {"left": round(x1, 1), "top": round(y1, 1), "width": round(x2 - x1, 1), "height": round(y2 - y1, 1)}
+
+
+def face_json(face: DetectedFace) -> dict[str, Any]:
+    return {
+        "box": box_json(face.box),
+        "detection_prob": round(face.prob, 5),
+        "landmarks": {n: [round(x, 1), round(y, 1)] for n, (x, y) in zip(LANDMARK_NAMES, face.landmarks, strict=True)},
+    }
+
+
+def match_json(m: Match) -> dict[str, Any]:
+    return {"person_id": m.person_id, "name": m.name, "similarity": round(m.similarity, 5), "face_id": m.face_id}
+
+
+def person_json(p: Person) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "created_at": p.created_at, "face_count": p.face_count}
+
+
+def record_json(r: FaceRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "model": r.model_id,
+        "image_sha256": r.image_sha256,
+        "box": box_json(r.box),
+        "detection_prob": round(r.detection_prob, 5),
+        "created_at": r.created_at,
+    }
+
+
+def identified_json(f: IdentifiedFace) -> dict[str, Any]:
+    best = f.best
+    return {
+        **face_json(f.face),
+        "matched": f.matched,
+        "match": match_json(best) if best is not None and f.matched else None,
+        "similarity": round(best.similarity, 5) if best is not None else None,
+        "candidates": [match_json(m) for m in f.candidates],
+    }
+
+
+def threshold_param(data: RequestInput) -> float | None:
+    return float_param(data.params, "threshold", -1.0, 1.0)
+
+
+# -- health --------------------------------------------------------------------------------
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    return jsonify({"ok": True, "status": "alive"})
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    people, faces = recognizer().gallery.counts()  # touches SQLite
+    return jsonify({"ok": True, "status": "ready", "model": recognizer().engine.model_id, "people": people, "faces": faces})
+
+
+@bp.get("/v1/info")
+def info() -> ResponseReturnValue:
+    r = recognizer()
+    people, faces = r.gallery.counts()
+    spec = r.engine.embedder.spec
+    return jsonify(
+        {
+            "ok": True,
+            "name": "fewface",
+            "version": current_app.config["FEWFACE_VERSION"],
+            "model": {"id": spec.model_id, "dim": spec.dim, "description": spec.description},
+            "device": str(r.engine.embedder.device),
+            "default_threshold": r.default_threshold,
+            "people": people,
+            "faces": faces,
+        }
+    )
+
+
+# -- teach ---------------------------------------------------------------------------------
+@bp.post("/v1/people/<person_id>/faces")
+def teach(person_id: str) -> ResponseReturnValue:
+    person_id = clean_id(person_id)
+    r = recognizer()
+    data = parse_request(request, ["file", "base64"])
+    blobs = data.image_list("file") + data.image_list("base64")
+    if not blobs:
+        raise ApiError(400, "missing_image", "send the photo as multipart 'file', JSON 'base64' or a raw image body")
+    if len(blobs) > r.settings.max_teach_images:
+        raise ApiError(400, "too_many_images", f"at most {r.settings.max_teach_images} images per teach request")
+    name = clean_name(data.params["name"]) if data.params.get("name") not in (None, "") else None
+    pick = choice_param(data.params, "pick", ["one", "largest"], "one")
+    person, records, created = r.teach(person_id, name, [decode(b) for b in blobs], pick_largest=pick == "largest")
+    return jsonify({"ok": True, "created": created, "person": person_json(person), "faces": [record_json(x) for x in records]}), (
+        201 if created else 200
+    )
+
+
+# -- identify / verify ---------------------------------------------------------------------
+@bp.post("/v1/identify")
+def identify() -> ResponseReturnValue:
+    r = recognizer()
+    data = parse_request(request, ["file", "base64"])
+    blobs = data.image_list("file") + data.image_list("base64")
+    if len(blobs) != 1:
+        raise ApiError(400, "missing_image" if not blobs else "too_many_images", "send exactly one image")
+    threshold = threshold_param(data)
+    top_k = int_param(data.params, "top_k", 1, 100)
+    decoded = decode(blobs[0])
+    faces = r.identify(decoded, threshold=threshold, top_k=top_k)
+    return jsonify(
+        {
+            "ok": True,
+            "model": r.engine.model_id,
+            "threshold": r.default_threshold if threshold is None else threshold,
+            "image": {"width": decoded.width, "height": decoded.height, "sha256": decoded.sha256},
+            "face_count": len(faces),
+            "faces": [identified_json(f) for f in faces],
+        }
+    )
+
+
+@bp.post("/v1/verify")
+def verify() -> ResponseReturnValue:
+    r = recognizer()
+    data = parse_request(request, ["image_a", "image_b"])
+    a = decode(data.one_image("image_a"))
+    b = decode(data.one_image("image_b"))
+    fa, fb, similarity, threshold = r.verify(a, b, threshold=threshold_param(data))
+    return jsonify(
+        {
+            "ok": True,
+            "model": r.engine.model_id,
+            "same_person": similarity >= threshold,
+            "similarity": round(similarity, 5),
+            "threshold": threshold,
+            "faces": {"image_a": face_json(fa.face), "image_b": face_json(fb.face)},
+        }
+    )
+
+
+# -- people --------------------------------------------------------------------------------
+@bp.get("/v1/people")
+def list_people() -> ResponseReturnValue:
+    limit = int_param(dict(request.args), "limit", 1, 10_000) or 1000
+    offset = int_param(dict(request.args), "offset", 0, 2**62) or 0
+    r = recognizer()
+    people, faces = r.gallery.counts()
+    return jsonify(
+        {
+            "ok": True,
+            "total": people,
+            "faces": faces,
+            "limit": limit,
+            "offset": offset,
+            "people": [person_json(p) for p in r.gallery.list_people(limit, offset)],
+        }
+    )
+
+
+@bp.get("/v1/people/<person_id>")
+def get_person(person_id: str) -> ResponseReturnValue:
+    try:
+        person, faces = recognizer().gallery.get_person(person_id)
+    except PersonNotFoundError:
+        raise _no_person(person_id) from None
+    return jsonify({"ok": True, "person": person_json(person), "faces": [record_json(f) for f in faces]})
+
+
+@bp.patch("/v1/people/<person_id>")
+def rename_person(person_id: str) -> ResponseReturnValue:
+    data = parse_request(request, [])
+    if "name" not in data.params:
+        raise ApiError(400, "invalid_name", "send the new name as 'name'")
+    name = clean_name(data.params["name"])
+    try:
+        person = recognizer().gallery.rename(person_id, name)
+    except PersonNotFoundError:
+        raise _no_person(person_id) from None
+    return jsonify({"ok": True, "person": person_json(person)})
+
+
+@bp.delete("/v1/people/<person_id>")
+def delete_person(person_id: str) -> ResponseReturnValue:
+    try:
+        removed = recognizer().gallery.delete_person(person_id)
+    except PersonNotFoundError:
+        raise _no_person(person_id) from None
+    return jsonify({"ok": True, "deleted": person_id, "faces_deleted": removed})
+
+
+@bp.delete("/v1/people/<person_id>/faces/<int:face_id>")
+def delete_face(person_id: str, face_id: int) -> ResponseReturnValue:
+    try:
+        recognizer().gallery.delete_face(person_id, face_id)
+    except PersonNotFoundError:
+        raise _no_person(person_id) from None
+    except FaceNotFoundError:
+        raise ApiError(404, "face_not_found", f"person {person_id!r} has no face example {face_id}") from None
+    return jsonify({"ok": True, "deleted": face_id})
+
+
+def _no_person(person_id: str) -> ApiError:
+    return ApiError(404, "person_not_found", f"no person with id {person_id!r}")

@@ -1,0 +1,159 @@
+"""Every setting, read once from the environment (``FEWFACE_*``) into a frozen ``Settings``.
+
+Each field's metadata names its variable and documents it; README's settings table lists the
+same variables (a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = _setting("FEWFACE_DATA_DIR", "./data", "Folder holding the SQLite gallery (`gallery.sqlite3`).")
+    model: str = _setting("FEWFACE_MODEL", "dlib-resnet-v1", "Embedding model id: `dlib-resnet-v1`, `facenet-vggface2` or `facenet-casia`.")
+    weights_path: str = _setting(
+        "FEWFACE_WEIGHTS_PATH", "", "Explicit weights file for the model; empty = package data / `$TORCH_HOME/checkpoints`."
+    )
+    device: str = _setting("FEWFACE_DEVICE", "auto", "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.")
+    half: bool = _setting("FEWFACE_HALF", False, "Run the embedder in fp16 on CUDA (ignored on CPU).")
+    host: str = _setting("FEWFACE_HOST", "127.0.0.1", "Address `python -m service` listens on (the Docker image uses 0.0.0.0).")
+    port: int = _setting("FEWFACE_PORT", 8080, "TCP port.")
+    threads: int = _setting("FEWFACE_THREADS", 8, "Worker threads of the WSGI server (waitress).")
+    shutdown_timeout: float = _setting(
+        "FEWFACE_SHUTDOWN_TIMEOUT", 25.0, "Seconds requests in flight get to finish after SIGTERM / SIGINT before the server exits anyway."
+    )
+    memory_trim_interval: float = _setting(
+        "FEWFACE_MEMORY_TRIM_INTERVAL",
+        5.0,
+        "Seconds between handing memory freed by worker threads back to the OS (glibc `malloc_trim`); 0 = never.",
+    )
+    match_threshold: float | None = _setting(
+        "FEWFACE_MATCH_THRESHOLD", None, "Default cosine similarity for a match; empty = the model's measured default."
+    )
+    top_k: int = _setting("FEWFACE_TOP_K", 3, "Candidates returned per face by identify.")
+    max_upload_bytes: int = _setting("FEWFACE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "Largest request body accepted (413 above).")
+    max_image_pixels: int = _setting(
+        "FEWFACE_MAX_IMAGE_PIXELS", 40_000_000, "Largest decoded image (width x height) accepted; guards against decompression bombs."
+    )
+    max_image_side: int = _setting(
+        "FEWFACE_MAX_IMAGE_SIDE", 1600, "Images are downscaled so their longer side is at most this before detection."
+    )
+    min_face_size: int = _setting("FEWFACE_MIN_FACE_SIZE", 20, "Smallest face (pixels, after downscaling) the detector looks for.")
+    min_detection_prob: float = _setting("FEWFACE_MIN_DETECTION_PROB", 0.9, "Faces the detector is less sure of are ignored.")
+    max_faces: int = _setting("FEWFACE_MAX_FACES", 100, "At most this many faces (largest first) are identified per image.")
+    max_teach_images: int = _setting("FEWFACE_MAX_TEACH_IMAGES", 10, "Most images one teach request may carry.")
+    log_level: str = _setting("FEWFACE_LOG_LEVEL", "INFO", "Python logging level.")
+    api_key: str = _setting(
+        "FEWFACE_API_KEY", "", "When set, requests need `X-API-Key: <key>` or `Authorization: Bearer <key>` (see Authentication)."
+    )
+    basic_auth: str = _setting(
+        "FEWFACE_BASIC_AUTH", "", "`user:password`; when set, requests may use HTTP basic auth (as Facebox's `MB_BASICAUTH_*`)."
+    )
+    allow_private_urls: bool = _setting(
+        "FEWFACE_ALLOW_PRIVATE_URLS", False, "Let `url` inputs reach private, loopback, link-local and reserved addresses."
+    )
+    url_timeout: float = _setting("FEWFACE_URL_TIMEOUT", 10.0, "Seconds a `url` input may take to download, redirects included.")
+    batch_max_size: int = _setting(
+        "FEWFACE_BATCH_MAX_SIZE", 32, "Most faces embedded (or same-size images detected) in one batch across concurrent requests."
+    )
+    batch_max_wait_ms: float = _setting(
+        "FEWFACE_BATCH_MAX_WAIT_MS", 5.0, "Longest a request's work waits for batch-mates (never when alone); 0 = take what is queued."
+    )
+    detect_workers: int = _setting(
+        "FEWFACE_DETECT_WORKERS", 2, "Threads running face detection; each batches concurrent requests' same-size images."
+    )
+    index_exact_max: int = _setting(
+        "FEWFACE_INDEX_EXACT_MAX", 200_000, "Gallery size up to which search is exact; above it an IVF index is used (see Performance)."
+    )
+    index_nprobe: int = _setting("FEWFACE_INDEX_NPROBE", 0, "IVF cells scanned per query above the exact size; 0 = max(32, cells / 8).")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``env`` (default ``os.environ``); ``overrides`` win over both."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is not None and raw.strip() != "":
+                values[f.name] = _parse(f.name, f.default, raw.strip())
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = (
+            "port",
+            "threads",
+            "top_k",
+            "max_upload_bytes",
+            "max_image_pixels",
+            "max_image_side",
+            "min_face_size",
+            "max_faces",
+            "max_teach_images",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_env(name)} must be positive")
+        if self.match_threshold is not None and not -1.0 <= self.match_threshold <= 1.0:
+            raise ConfigError("FEWFACE_MATCH_THRESHOLD must be between -1 and 1")
+        if not 0.0 <= self.min_detection_prob <= 1.0:
+            raise ConfigError("FEWFACE_MIN_DETECTION_PROB must be between 0 and 1")
+        if self.basic_auth and ":" not in self.basic_auth:
+            raise ConfigError("FEWFACE_BASIC_AUTH must look like user:password")
+        if not self.shutdown_timeout >= 0:
+            raise ConfigError("FEWFACE_SHUTDOWN_TIMEOUT must not be negative")
+        if not self.memory_trim_interval >= 0:
+            raise ConfigError("FEWFACE_MEMORY_TRIM_INTERVAL must not be negative")
+        if not self.url_timeout > 0:
+            raise ConfigError("FEWFACE_URL_TIMEOUT must be positive")
+        for name in ("batch_max_size", "detect_workers", "index_exact_max"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_env(name)} must be positive")
+        for name in ("batch_max_wait_ms", "index_nprobe"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_env(name)} must not be negative")
+
+
+def env_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, in declaration order."""
+    rows = []
+    for f in fields(Settings):
+        default = "" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+        rows.append((f.metadata["env"], default, f.metadata["doc"]))
+    return rows
+
+
+def _env(name: str) -> str:
+    return next(f.metadata["env"] for f in fields(Settings) if f.name == name)
+
+
+def _parse(name: str, default: Any, raw: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float) or name == "match_threshold":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{_env(name)}={raw!r} is not a valid value") from None
+    return raw

@@ -1,0 +1,61 @@
+"""One JSON error shape for every non-2xx answer: {"ok": false, "status", "code", "error"}."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Werkzeug's own errors (routing, body size, ...) get stable codes too.
+HTTP_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error the client should see: HTTP status, stable snake_case code, human message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"ok": False, "status": status, "code": code, "error": message}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        response, status = error_response(status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name)
+        if status == 405 and exc.response is None:
+            valid = getattr(exc, "valid_methods", None)
+            if valid:
+                response.headers["Allow"] = ", ".join(valid)
+        return response, status
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,409 @@
+"""The gallery of record: people and face examples with their embeddings in SQLite (WAL),
+mirrored into a FAISS index for search.
+
+Every write commits to SQLite first and only then touches the index, so a crash can lose
+nothing acknowledged; at start the index is rebuilt from SQLite. A gallery remembers the
+model id it was built with and refuses to open with another one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.index import DEFAULT_EXACT_MAX, VectorIndex
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS people (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    person_id TEXT NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    model_id TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    box TEXT NOT NULL,
+    detection_prob REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+"""
+
+
+class ModelMismatchError(RuntimeError):
+    """The gallery was built with a different embedding model."""
+
+
+class PersonNotFoundError(KeyError):
+    pass
+
+
+class FaceNotFoundError(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewFace:
+    embedding: np.ndarray  # (dim,) float32, unit length
+    image_sha256: str
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original image pixels
+    detection_prob: float
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    id: int
+    person_id: str
+    model_id: str
+    image_sha256: str
+    box: tuple[float, float, float, float]
+    detection_prob: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Person:
+    id: str
+    name: str
+    created_at: float
+    face_count: int
+
+
+@dataclass(frozen=True)
+class Match:
+    person_id: str
+    name: str
+    similarity: float
+    face_id: int
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """A face example with its embedding, as exported and imported (service/state.py)."""
+
+    id: int | None  # None: let the database choose (merge import)
+    person_id: str
+    embedding: np.ndarray  # (dim,) float32, unit length
+    image_sha256: str
+    box: tuple[float, float, float, float]
+    detection_prob: float
+    created_at: float
+
+
+class Gallery:
+    """Thread-safe: one lock serialises every read and write of SQLite and the index."""
+
+    def __init__(
+        self, path: str | Path, model_id: str, dim: int, *, index_exact_max: int = DEFAULT_EXACT_MAX, index_nprobe: int = 0
+    ) -> None:
+        self.path = Path(path)
+        # The index is exact up to index_exact_max faces and IVF above (service/index.py); it
+        # switches in place inside add/remove, which run under self._lock.
+        self._index_options = {"exact_max": index_exact_max, "nprobe": index_nprobe}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.model_id = model_id
+        self.dim = dim
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._check_meta()
+        self._index = VectorIndex(dim, **self._index_options)
+        self._face_person: dict[int, str] = {}
+        self._names: dict[str, str] = {}
+        self._rebuild()
+
+    # -- setup -------------------------------------------------------------------------
+    def _check_meta(self) -> None:
+        with self._transaction() as db:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("model_id", self.model_id), ("dim", str(self.dim))],
+                )
+                return
+        if meta.get("model_id") != self.model_id or int(meta.get("dim", -1)) != self.dim:
+            raise ModelMismatchError(
+                f"gallery {self.path} was built with model {meta.get('model_id')!r} ({meta.get('dim')}-D) "
+                f"but this service runs {self.model_id!r} ({self.dim}-D); use that model "
+                "or another FEWFACE_DATA_DIR"
+            )
+
+    def _rebuild(self) -> None:
+        with self._lock:
+            self._index = VectorIndex(self.dim, **self._index_options)
+            self._names = dict(self._db.execute("SELECT id, name FROM people"))
+            rows = self._db.execute("SELECT id, person_id, embedding FROM faces WHERE model_id = ?", (self.model_id,)).fetchall()
+            self._face_person = {face_id: person_id for face_id, person_id, _ in rows}
+            if rows:
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
+                self._index.add(ids, vectors)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writes ------------------------------------------------------------------------
+    def add_faces(self, person_id: str, name: str | None, faces: Sequence[NewFace]) -> tuple[Person, list[FaceRecord], bool]:
+        """Add face examples to a person, creating the person when new (``name`` defaults to the
+        id). An image already taught to this person is not stored twice. Returns
+        (person, the person's records for these faces, created)."""
+        vectors = [_unit(face.embedding, self.dim) for face in faces]
+        now = time.time()
+        with self._lock:
+            with self._transaction() as db:
+                row = db.execute("SELECT name FROM people WHERE id = ?", (person_id,)).fetchone()
+                created = row is None
+                if created:
+                    db.execute("INSERT INTO people (id, name, created_at) VALUES (?, ?, ?)", (person_id, name or person_id, now))
+                elif name and name != row[0]:
+                    db.execute("UPDATE people SET name = ? WHERE id = ?", (name, person_id))
+                face_ids, new_ids = [], []
+                for face, vec in zip(faces, vectors, strict=True):
+                    existing = db.execute(
+                        "SELECT id FROM faces WHERE person_id = ? AND image_sha256 = ? AND model_id = ?",
+                        (person_id, face.image_sha256, self.model_id),
+                    ).fetchone()
+                    if existing:
+                        face_ids.append(existing[0])
+                        continue
+                    cur = db.execute(
+                        "INSERT INTO faces (person_id, model_id, embedding, image_sha256, box, detection_prob, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (person_id, self.model_id, vec.tobytes(), face.image_sha256, json.dumps(list(face.box)), face.detection_prob, now),
+                    )
+                    face_ids.append(int(cur.lastrowid))
+                    new_ids.append((face_ids[-1], vec))
+                person = self._person(db, person_id)
+                records = [self._face(db, face_id) for face_id in face_ids]
+            # Committed; the lock is still held, so no search sees a half-updated index.
+            self._names[person_id] = person.name
+            if new_ids:
+                self._index.add(np.asarray([i for i, _ in new_ids], dtype=np.int64), np.stack([v for _, v in new_ids]))
+                self._face_person.update({i: person_id for i, _ in new_ids})
+        return person, records, created
+
+    def rename(self, person_id: str, name: str) -> Person:
+        with self._lock:
+            with self._transaction() as db:
+                if db.execute("UPDATE people SET name = ? WHERE id = ?", (name, person_id)).rowcount == 0:
+                    raise PersonNotFoundError(person_id)
+                person = self._person(db, person_id)
+            self._names[person_id] = name
+        return person
+
+    def delete_person(self, person_id: str) -> int:
+        """Delete a person and all their face examples; returns how many examples went."""
+        with self._lock:
+            with self._transaction() as db:
+                face_ids = [r[0] for r in db.execute("SELECT id FROM faces WHERE person_id = ?", (person_id,))]
+                if db.execute("DELETE FROM people WHERE id = ?", (person_id,)).rowcount == 0:
+                    raise PersonNotFoundError(person_id)
+            self._forget(face_ids)
+            self._names.pop(person_id, None)
+        return len(face_ids)
+
+    def delete_face(self, person_id: str, face_id: int) -> None:
+        with self._lock:
+            with self._transaction() as db:
+                if db.execute("SELECT 1 FROM people WHERE id = ?", (person_id,)).fetchone() is None:
+                    raise PersonNotFoundError(person_id)
+                if face_id >= 2**63 or db.execute("DELETE FROM faces WHERE id = ? AND person_id = ?", (face_id, person_id)).rowcount == 0:
+                    raise FaceNotFoundError(face_id)
+            self._forget([face_id])
+
+    def _forget(self, face_ids: list[int]) -> None:
+        self._index.remove(face_ids)
+        for face_id in face_ids:
+            self._face_person.pop(face_id, None)
+
+    def rename_all(self, old_name: str, new_name: str) -> int:
+        """Rename every person called ``old_name``; returns how many were renamed."""
+        with self._lock:
+            with self._transaction() as db:
+                ids = [r[0] for r in db.execute("SELECT id FROM people WHERE name = ?", (old_name,))]
+                db.execute("UPDATE people SET name = ? WHERE name = ?", (new_name, old_name))
+            self._names.update({person_id: new_name for person_id in ids})
+        return len(ids)
+
+    # -- export / import (service/state.py) ----------------------------------------------
+    def export_snapshot(self) -> tuple[list[Person], list[StoredFace]]:
+        """Every person and face example with its embedding, read in one consistent snapshot."""
+        with self._lock:
+            people = self.list_people(limit=-1)
+            rows = self._db.execute(
+                "SELECT id, person_id, embedding, image_sha256, box, detection_prob, created_at FROM faces WHERE model_id = ? ORDER BY id",
+                (self.model_id,),
+            ).fetchall()
+        faces = [
+            StoredFace(r[0], r[1], np.frombuffer(r[2], dtype=np.float32).copy(), r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows
+        ]
+        return people, faces
+
+    def import_snapshot(self, people: Sequence[tuple[str, str, float]], faces: Sequence[StoredFace], *, replace: bool) -> tuple[int, int]:
+        """Load (id, name, created_at) people and their face examples in one transaction: all or
+        nothing. ``replace`` empties the gallery first and keeps the examples' ids; otherwise the
+        file is merged in (people keep their id and take the file's name, examples get new ids,
+        an image a person already has is not stored twice). The index is rebuilt after commit.
+        Returns (people, face examples) written."""
+        vectors = [_unit(face.embedding, self.dim) for face in faces]
+        with self._lock:
+            with self._transaction() as db:
+                if replace:
+                    db.execute("DELETE FROM faces")
+                    db.execute("DELETE FROM people")
+                for person_id, name, created_at in people:
+                    db.execute(
+                        "INSERT INTO people (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name",
+                        (person_id, name, created_at),
+                    )
+                written = 0
+                for face, vec in zip(faces, vectors, strict=True):
+                    known = db.execute(
+                        "SELECT 1 FROM faces WHERE person_id = ? AND image_sha256 = ? AND model_id = ?",
+                        (face.person_id, face.image_sha256, self.model_id),
+                    ).fetchone()
+                    if known and not replace:
+                        continue
+                    db.execute(
+                        "INSERT INTO faces (id, person_id, model_id, embedding, image_sha256, box, detection_prob, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            face.id if replace else None,
+                            face.person_id,
+                            self.model_id,
+                            vec.tobytes(),
+                            face.image_sha256,
+                            json.dumps(list(face.box)),
+                            face.detection_prob,
+                            face.created_at,
+                        ),
+                    )
+                    written += 1
+            self._rebuild()
+        return len(people), written
+
+    def person_embeddings(self, person_id: str) -> np.ndarray:
+        """(n, dim) embeddings of one person's examples; PersonNotFoundError when unknown."""
+        with self._lock:
+            self._person(self._db, person_id)
+            rows = self._db.execute(
+                "SELECT embedding FROM faces WHERE person_id = ? AND model_id = ? ORDER BY id", (person_id, self.model_id)
+            ).fetchall()
+        return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
+
+    # -- reads -------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:
+        """For each query vector, the best ``top_k`` people (best example per person),
+        most similar first."""
+        with self._lock:
+            total = len(self._index)
+            fetch = min(total, max(64, top_k * 16))
+            sims, ids = self._index.search(queries, fetch)
+            results: list[list[Match]] = []
+            for row_sims, row_ids in zip(sims, ids, strict=True):
+                best: dict[str, Match] = {}
+                for sim, face_id in zip(row_sims, row_ids, strict=True):
+                    person_id = self._face_person.get(int(face_id))
+                    if person_id is None or person_id in best:
+                        continue
+                    best[person_id] = Match(person_id, self._names[person_id], float(sim), int(face_id))
+                    if len(best) >= top_k:
+                        break
+                results.append(sorted(best.values(), key=lambda m: m.similarity, reverse=True))
+            return results
+
+    def list_people(self, limit: int = 1000, offset: int = 0) -> list[Person]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT p.id, p.name, p.created_at, COUNT(f.id) FROM people p LEFT JOIN faces f ON f.person_id = p.id"
+                " GROUP BY p.id ORDER BY p.created_at, p.id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [Person(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def get_person(self, person_id: str) -> tuple[Person, list[FaceRecord]]:
+        with self._lock:
+            person = self._person(self._db, person_id)
+            face_ids = [r[0] for r in self._db.execute("SELECT id FROM faces WHERE person_id = ? ORDER BY id", (person_id,))]
+            return person, [self._face(self._db, f) for f in face_ids]
+
+    def counts(self) -> tuple[int, int]:
+        """(people, face examples) in the database."""
+        with self._lock:
+            people = self._db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+            faces = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+        return people, faces
+
+    def index_ids(self) -> set[int]:
+        """Face ids currently searchable (for consistency checks)."""
+        with self._lock:
+            return {int(i) for i in self._index.ids()}
+
+    @property
+    def index_kind(self) -> str:
+        """``exact`` or ``ivf``: the search index's current layout (service/index.py)."""
+        with self._lock:
+            return self._index.kind
+
+    def database_ids(self) -> set[int]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM faces WHERE model_id = ?", (self.model_id,))}
+
+    @staticmethod
+    def _person(db: sqlite3.Connection, person_id: str) -> Person:
+        row = db.execute(
+            "SELECT p.id, p.name, p.created_at, (SELECT COUNT(*) FROM faces f WHERE f.person_id = p.id) FROM people p WHERE p.id = ?",
+            (person_id,),
+        ).fetchone()
+        if row is None:
+            raise PersonNotFoundError(person_id)
+        return Person(row[0], row[1], row[2], row[3])
+
+    @staticmethod
+    def _face(db: sqlite3.Connection, face_id: int) -> FaceRecord:
+        r = db.execute(
+            "SELECT id, person_id, model_id, image_sha256, box, detection_prob, created_at FROM faces WHERE id = ?", (face_id,)
+        ).fetchone()
+        if r is None:
+            raise FaceNotFoundError(face_id)
+        return FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6])
+
+
+def _unit(vector: np.ndarray, dim: int) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if v.shape != (dim,) or not np.all(np.isfinite(v)):
+        raise ValueError(f"embedding must be {dim} finite floats")
+    norm = float(np.linalg.norm(v))
+    if norm == 0:
+        raise ValueError("embedding has zero length")
+    return (v / norm).astype(np.float32)

@@ -1,0 +1,157 @@
+"""detect -> crop -> embed -> search -> threshold. No Flask in here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from models import DetectedFace, Embedder, FaceDetector, create_embedder, resolve_device
+from service.batcher import MicroBatcher
+from service.config import Settings
+from service.errors import ApiError
+from service.gallery import FaceRecord, Gallery, Match, NewFace, Person
+from service.imaging import DecodedImage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalyzedFace:
+    face: DetectedFace  # in original-image pixel coordinates
+    embedding: np.ndarray  # (dim,) unit float32
+
+
+@dataclass(frozen=True)
+class IdentifiedFace:
+    face: DetectedFace
+    candidates: list[Match]  # best first, at most top_k
+    threshold: float
+
+    @property
+    def best(self) -> Match | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def matched(self) -> bool:
+        return self.best is not None and self.best.similarity >= self.threshold
+
+
+class Engine:
+    """The frozen pipeline (detector + embedder), shareable by several apps (tests load it once)."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        embedder: Embedder,
+        *,
+        batch_max_size: int = 32,
+        batch_max_wait_ms: float = 5.0,
+        detect_workers: int = 2,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        # Every detection and embedding of every request goes through the batcher, which
+        # coalesces concurrent requests into batches (service/batcher.py).
+        self.batcher = MicroBatcher(
+            embedder, detector, max_size=batch_max_size, max_wait_ms=batch_max_wait_ms, detect_workers=detect_workers
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        device = resolve_device(settings.device)
+        detector = FaceDetector(device, min_face_size=settings.min_face_size, min_prob=settings.min_detection_prob)
+        embedder = create_embedder(settings.model, device, weights_path=settings.weights_path or None, half=settings.half)
+        return cls(
+            detector,
+            embedder,
+            batch_max_size=settings.batch_max_size,
+            batch_max_wait_ms=settings.batch_max_wait_ms,
+            detect_workers=settings.detect_workers,
+        )
+
+    def close(self) -> None:
+        """Finish queued work and stop the batcher's threads."""
+        self.batcher.close()
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, dim) unit vectors, batched with concurrent requests' crops."""
+        return self.batcher.embed(crops)
+
+    def embed_unbatched(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The same on the calling thread, without the batcher (benchmark baseline)."""
+        return self.embedder.embed(crops)
+
+    def detect(self, image: Image.Image) -> list[DetectedFace]:
+        """Faces in one RGB image, largest first; same-size images of concurrent requests share an MTCNN pass."""
+        return self.batcher.detect(image)
+
+    def analyze(self, decoded: DecodedImage, max_faces: int) -> list[AnalyzedFace]:
+        """Every face (largest first, at most ``max_faces``) with its embedding."""
+        faces = self.detect(decoded.image)[:max_faces]
+        if not faces:
+            return []
+        vectors = self.embed([self.embedder.crop(decoded.image, f) for f in faces])
+        return [
+            AnalyzedFace(f.scaled(decoded.scale).clipped(decoded.width, decoded.height), v) for f, v in zip(faces, vectors, strict=True)
+        ]
+
+
+class Recognizer:
+    def __init__(self, engine: Engine, gallery: Gallery, settings: Settings) -> None:
+        self.engine = engine
+        self.gallery = gallery
+        self.settings = settings
+        self.default_threshold = (
+            settings.match_threshold if settings.match_threshold is not None else engine.embedder.spec.default_threshold
+        )
+
+    def single_face(self, decoded: DecodedImage, *, pick_largest: bool, label: str = "image") -> AnalyzedFace:
+        """The one face of an image: 422 when there is none, or several and the caller did not
+        ask for the largest."""
+        faces = self.engine.analyze(decoded, self.settings.max_faces)
+        if not faces:
+            raise ApiError(422, "no_face_detected", f"no face was found in the {label}")
+        if len(faces) > 1 and not pick_largest:
+            raise ApiError(
+                422,
+                "multiple_faces",
+                f"{len(faces)} faces were found in the {label}; send a photo with one face or set pick=largest",
+            )
+        return faces[0]
+
+    def teach(
+        self, person_id: str, name: str | None, images: Sequence[DecodedImage], *, pick_largest: bool = False
+    ) -> tuple[Person, list[FaceRecord], bool]:
+        """Add one face example per image; every image is checked before anything is stored."""
+        chosen = [
+            self.single_face(img, pick_largest=pick_largest, label=f"image #{i + 1}" if len(images) > 1 else "image")
+            for i, img in enumerate(images)
+        ]
+        new = [NewFace(a.embedding, img.sha256, a.face.box, a.face.prob) for a, img in zip(chosen, images, strict=True)]
+        return self.gallery.add_faces(person_id, name, new)
+
+    def identify(self, decoded: DecodedImage, *, threshold: float | None = None, top_k: int | None = None) -> list[IdentifiedFace]:
+        faces = self.engine.analyze(decoded, self.settings.max_faces)
+        threshold = self.default_threshold if threshold is None else threshold
+        top_k = top_k or self.settings.top_k
+        if not faces:
+            return []
+        matches = self.gallery.search(np.stack([f.embedding for f in faces]), top_k)
+        return [IdentifiedFace(f.face, m, threshold) for f, m in zip(faces, matches, strict=True)]
+
+    def verify(
+        self, a: DecodedImage, b: DecodedImage, *, threshold: float | None = None
+    ) -> tuple[AnalyzedFace, AnalyzedFace, float, float]:
+        """(face a, face b, cosine similarity, threshold) for the largest face of each image."""
+        fa = self.single_face(a, pick_largest=True, label="first image")
+        fb = self.single_face(b, pick_largest=True, label="second image")
+        similarity = float(np.dot(fa.embedding, fb.embedding))
+        return fa, fb, similarity, self.default_threshold if threshold is None else threshold

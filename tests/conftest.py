@@ -1,0 +1,97 @@
+"""Shared fixtures: the real pipeline is loaded once per test session."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from service import create_app
+from service.config import Settings
+from service.recognizer import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = ROOT.parent / "shared" / "faces" / "deepface"
+
+
+def _require_faces() -> None:
+    if not (FACES / "identities.csv").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FACES} is missing: CI must run with ../shared beside the checkout")
+        pytest.skip(f"real face photos not found at {FACES}")
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    _require_faces()
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def identities(faces_dir: Path) -> dict[str, list[str]]:
+    """identity -> photo file names, in the order of identities.csv."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    with open(faces_dir / "identities.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            groups[row["identity"]].append(row["file"])
+    return dict(groups)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    """The real detector + embedder (dlib-resnet-v1, weights from PyPI), on CPU unless CUDA."""
+    return Engine.from_settings(Settings.from_env({}))
+
+
+@pytest.fixture
+def make_app(engine: Engine, tmp_path: Path) -> Callable[..., Flask]:
+    def make(data_dir: Path | None = None, **overrides: object) -> Flask:
+        settings = Settings.from_env({}, data_dir=str(data_dir or tmp_path / "data"), **overrides)
+        return create_app(settings, engine)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    with app.test_client() as c:
+        yield c
+
+
+def photo(name: str) -> bytes:
+    _require_faces()
+    return (FACES / name).read_bytes()
+
+
+def upload(data: bytes, filename: str = "photo.jpg") -> tuple[io.BytesIO, str]:
+    return io.BytesIO(data), filename
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def no_face_image() -> bytes:
+    """A synthetic landscape: sky, ground and a sun; contains no face."""
+    img = Image.new("RGB", (640, 480), (120, 170, 230))
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 300, 640, 480), fill=(70, 130, 60))
+    draw.ellipse((480, 40, 560, 120), fill=(250, 220, 90))
+    return png_bytes(img)
