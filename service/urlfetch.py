@@ -1,0 +1,219 @@
+"""Fetching an image (or a state file) from a client-given URL without becoming an SSRF proxy.
+
+- http and https only; at most ``MAX_REDIRECTS`` redirects, each target checked like the first.
+- The host is resolved once and every resolved address must be public (not private, loopback,
+  link-local, multicast, reserved, unspecified, shared or documentation space, IPv4-mapped or
+  not), unless ``allow_private``. The connection then goes to an address that was checked, with
+  the original host name kept for the Host header and TLS (SNI and certificate checks), so a
+  second DNS answer (DNS rebinding) cannot redirect it.
+- One deadline covers the whole fetch, redirects included; the body is read up to ``max_bytes``.
+
+Refusals by policy are 400 ``url_not_allowed``; failures to get the bytes are 422
+``url_fetch_failed``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import string
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+from service.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 3
+MAX_URL_LENGTH = 2048
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = "fewface-urlfetch/1"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_allowed(ip: IPAddress) -> bool:
+    """True for globally routable unicast addresses only."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not address_allowed(embedded):
+            return False
+    bad = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    return ip.is_global and not bad
+
+
+@dataclass(frozen=True)
+class UrlFetcher:
+    max_bytes: int
+    timeout: float
+    allow_private: bool = False
+
+    def fetch(self, url: str) -> bytes:
+        """The body of ``url`` (after redirects); ApiError when refused or failed."""
+        if not isinstance(url, str) or not url.strip():
+            raise ApiError(400, "url_not_allowed", "url must be a non-empty string")
+        deadline = time.monotonic() + self.timeout
+        current = url.strip()
+        for _ in range(MAX_REDIRECTS + 1):
+            status, location, body = self._get_once(current, deadline)
+            if status in REDIRECT_STATUSES:
+                if not location:
+                    raise ApiError(422, "url_fetch_failed", f"the URL answered {status} without a Location")
+                current = urljoin(current, location)
+                continue
+            if not 200 <= status < 300:
+                raise ApiError(422, "url_fetch_failed", f"the URL answered HTTP {status}")
+            return body
+        raise ApiError(422, "url_fetch_failed", f"more than {MAX_REDIRECTS} redirects")
+
+    # -- one request ----------------------------------------------------------------------
+    def _get_once(self, url: str, deadline: float) -> tuple[int, str | None, bytes]:
+        scheme, host, port, target = _split(url)
+        addresses = self._resolve(host, port)
+        conn = self._connect(scheme, host, port, addresses, deadline)
+        try:
+            conn.putrequest("GET", target, skip_accept_encoding=True)
+            conn.putheader("Accept", "image/*, application/json;q=0.9, */*;q=0.5")
+            conn.putheader("Accept-Encoding", "identity")
+            conn.putheader("User-Agent", USER_AGENT)
+            conn.putheader("Connection", "close")
+            conn.endheaders()
+            _check_deadline(deadline, conn)
+            response = conn.getresponse()
+            if response.status in REDIRECT_STATUSES:
+                return response.status, response.getheader("Location"), b""
+            if not 200 <= response.status < 300:
+                return response.status, None, b""
+            declared = response.getheader("Content-Length")
+            if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                raise _too_large(self.max_bytes)
+            chunks, size = [], 0
+            while True:
+                _check_deadline(deadline, conn)
+                chunk = response.read1(64 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise _too_large(self.max_bytes)
+                chunks.append(chunk)
+            return response.status, None, b"".join(chunks)
+        except ApiError:
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(422, "url_fetch_failed", f"fetching the URL failed: {_describe(exc)}") from None
+        finally:
+            conn.close()
+
+    def _resolve(self, host: str, port: int) -> list[IPAddress]:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError) as exc:
+            raise ApiError(422, "url_fetch_failed", f"cannot resolve host {host!r}: {_describe(exc)}") from None
+        addresses: list[IPAddress] = []
+        for info in infos:
+            ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            if ip not in addresses:
+                addresses.append(ip)
+        if not addresses:
+            raise ApiError(422, "url_fetch_failed", f"host {host!r} has no address")
+        if not self.allow_private:
+            refused = [str(ip) for ip in addresses if not address_allowed(ip)]
+            if refused:
+                log.warning("url input refused: %s resolves to non-public %s", host, ", ".join(refused))
+                raise ApiError(
+                    400,
+                    "url_not_allowed",
+                    f"host {host!r} resolves to a private, loopback, link-local or reserved address"
+                    " (FEWFACE_ALLOW_PRIVATE_URLS allows them)",
+                )
+        return addresses
+
+    def _connect(self, scheme: str, host: str, port: int, addresses: list[IPAddress], deadline: float) -> http.client.HTTPConnection:
+        last: Exception | None = None
+        for ip in addresses:
+            remaining = _check_deadline(deadline)
+            conn: http.client.HTTPConnection
+            if scheme == "https":
+                conn = _PinnedHTTPSConnection(host, port, str(ip), timeout=remaining, context=ssl.create_default_context())
+            else:
+                conn = _PinnedHTTPConnection(host, port, str(ip), timeout=remaining)
+            try:
+                conn.connect()
+                return conn
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                last = exc
+        raise ApiError(422, "url_fetch_failed", f"cannot connect to {host!r}: {_describe(last)}")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to ``ip`` while speaking HTTP to ``host`` (Host header)."""
+
+    def __init__(self, host: str, port: int, ip: str, *, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._ip = ip
+
+    def connect(self) -> None:
+        if self.sock is None:
+            self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to ``ip`` with SNI and certificate checks for ``host``."""
+
+    def __init__(self, host: str, port: int, ip: str, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._ip = ip
+        self._tls = context
+
+    def connect(self) -> None:
+        if self.sock is None:
+            raw = socket.create_connection((self._ip, self.port), self.timeout)
+            self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
+def _split(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, request target); 400 url_not_allowed for anything but http(s)."""
+    if len(url) > MAX_URL_LENGTH:
+        raise ApiError(400, "url_not_allowed", f"url is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ApiError(400, "url_not_allowed", "url is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ApiError(400, "url_not_allowed", "only http and https URLs are fetched")
+    host = parts.hostname
+    if not host:
+        raise ApiError(400, "url_not_allowed", "url has no host")
+    if any(ch in url for ch in "\r\n\t ") or any(ord(ch) < 32 for ch in url):
+        raise ApiError(400, "url_not_allowed", "url contains whitespace or control characters")
+    target = quote(parts.path or "/", safe=string.punctuation)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=string.punctuation)
+    return scheme, host, port or (443 if scheme == "https" else 80), target
+
+
+def _check_deadline(deadline: float, conn: http.client.HTTPConnection | None = None) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ApiError(422, "url_fetch_failed", "fetching the URL took too long (FEWFACE_URL_TIMEOUT)")
+    if conn is not None and conn.sock is not None:
+        conn.sock.settimeout(remaining)
+    return remaining
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(422, "url_fetch_failed", f"the URL's content is larger than {limit} bytes (FEWFACE_MAX_UPLOAD_BYTES)")
+
+
+def _describe(exc: BaseException | None) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,131 @@
+"""URL input: fetched only from public addresses by default, with size, time and redirect limits.
+Only loopback servers started here are contacted (with FEWFACE_ALLOW_PRIVATE_URLS on)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from service.errors import ApiError
+from service.urlfetch import UrlFetcher, address_allowed
+from tests.conftest import photo
+from tests.loopback import Route, loopback_server
+
+
+def api_error(exc: pytest.ExceptionInfo[ApiError], status: int, code: str) -> None:
+    assert (exc.value.status, exc.value.code) == (status, code), exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("8.8.8.8", True),
+        ("1.1.1.1", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("127.8.9.10", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),  # cloud metadata
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("239.255.255.250", False),
+        ("240.0.0.1", False),
+        ("255.255.255.255", False),
+        ("192.0.2.1", False),  # documentation
+        ("::1", False),
+        ("::", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("ff02::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("::ffff:10.0.0.1", False),
+        ("2002:7f00:1::", False),  # 6to4 wrapping 127.0.0.1
+    ],
+)
+def test_address_policy(address: str, allowed: bool) -> None:
+    assert address_allowed(ipaddress.ip_address(address)) is allowed
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "ftp://example.com/a.jpg", "gopher://x", "http://", "http:///nohost", "javascript:x", "http://a b/"],
+)
+def test_only_http_and_https_urls(url: str) -> None:
+    with pytest.raises(ApiError) as exc:
+        UrlFetcher(1024, 2.0).fetch(url)
+    api_error(exc, 400, "url_not_allowed")
+
+
+def test_loopback_refused_by_default_without_contacting_it() -> None:
+    with loopback_server({"/a.jpg": Route(body=b"x")}) as srv:
+        for url in (
+            srv.url("/a.jpg"),
+            srv.url("/a.jpg").replace("127.0.0.1", "localhost"),
+            srv.url("/a.jpg").replace("127.0.0.1", "[::1]"),
+        ):
+            with pytest.raises(ApiError) as exc:
+                UrlFetcher(1024, 2.0).fetch(url)
+            api_error(exc, 400, "url_not_allowed")
+        assert srv.requests == []
+
+
+def test_fetch_limits_with_private_allowed() -> None:
+    big = b"y" * 5000
+    routes = {
+        "/ok": Route(body=b"hello"),
+        "/hop1": Route(302, headers={"Location": "/hop2"}),
+        "/hop2": Route(307, headers={"Location": "/ok"}),
+        "/loop": Route(302, headers={"Location": "/loop"}),
+        "/to-file": Route(302, headers={"Location": "file:///etc/passwd"}),
+        "/missing": Route(404, b"nope"),
+        "/big": Route(body=big),
+        "/big-chunked": Route(body=big, chunked=True),
+        "/slow": Route(body=b"late", delay=1.5),
+    }
+    fetcher = UrlFetcher(max_bytes=4096, timeout=1.0, allow_private=True)
+    with loopback_server(routes) as srv:
+        assert fetcher.fetch(srv.url("/ok")) == b"hello"
+        assert fetcher.fetch(srv.url("/hop1")) == b"hello"  # relative redirects are followed
+        expectations = {
+            "/loop": (422, "url_fetch_failed"),  # more than MAX_REDIRECTS
+            "/to-file": (400, "url_not_allowed"),  # every hop is checked again
+            "/missing": (422, "url_fetch_failed"),
+            "/big": (422, "url_fetch_failed"),  # Content-Length over the limit
+            "/big-chunked": (422, "url_fetch_failed"),  # counted while reading
+            "/slow": (422, "url_fetch_failed"),  # the deadline
+        }
+        for path, (status, code) in expectations.items():
+            with pytest.raises(ApiError) as exc:
+                fetcher.fetch(srv.url(path))
+            api_error(exc, status, code)
+        assert "/big-chunked" in srv.requests
+
+
+def test_teach_identify_verify_by_url(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    routes = {
+        f"/{name}": Route(body=photo(name), headers={"Content-Type": "image/jpeg"}) for name in ("img46.jpg", "img27.jpg", "img5.jpg")
+    }
+    with loopback_server(routes) as srv:
+        # default: refused, nothing fetched, nothing stored
+        strict = make_app().test_client()
+        r = strict.post("/v1/people/p0/faces", json={"url": srv.url("/img46.jpg"), "name": "Person Zero"})
+        assert r.status_code == 400 and r.json["code"] == "url_not_allowed"
+        assert strict.get("/v1/people").json["total"] == 0 and srv.requests == []
+
+        client = make_app(data_dir=tmp_path / "open", allow_private_urls=True).test_client()
+        r = client.post("/v1/people/p0/faces", json={"url": srv.url("/img46.jpg"), "name": "Person Zero"})
+        assert r.status_code == 201, r.json
+        r = client.post("/v1/identify", json={"url": srv.url("/img27.jpg")})
+        face = r.json["faces"][0]
+        assert face["matched"] and face["match"]["person_id"] == "p0"
+        r = client.post("/v1/verify", json={"image_a_url": srv.url("/img27.jpg"), "image_b_url": srv.url("/img5.jpg")})
+        assert r.status_code == 200 and r.json["same_person"] is False
+        r = client.post("/v1/identify", json={"url": srv.url("/nothing-here.jpg")})
+        assert r.status_code == 422 and r.json["code"] == "url_fetch_failed"
