@@ -24,7 +24,10 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)
-    except (ModelMismatchError, WeightsNotFoundError, ValueError, RuntimeError) as exc:
+    except ModelMismatchError as exc:
+        log.error("cannot start (model_mismatch): %s", exc)
+        return 2
+    except (WeightsNotFoundError, ValueError, RuntimeError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     from service.serving import DrainingServer
@@ -43,7 +46,10 @@ def main() -> int:
     for host, port in server.addresses:
         log.info("listening on http://%s:%s", host, port)
     drained = server.serve()  # returns after SIGTERM / SIGINT and the drain of requests in flight
-    app.extensions["fewface"].gallery.close()
+    recognizer = app.extensions["fewface"]
+    if drained:
+        recognizer.engine.close()  # nothing is in flight: stop the batcher's threads
+    recognizer.gallery.close()
     log.info("stopped")
     if not drained:
         logging.shutdown()

@@ -80,4 +80,4 @@ def test_service_refuses_to_start_on_a_foreign_gallery(tmp_path: Path) -> None:
         [sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1]
     )
     assert proc.returncode == 2
-    assert "model_mismatch" in proc.stderr or "built with model 'facenet-vggface2'" in proc.stderr
+    assert "model_mismatch" in proc.stderr and "built with model 'facenet-vggface2'" in proc.stderr
