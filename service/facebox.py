@@ -19,12 +19,12 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from models.types import DetectedFace
 from service.api import decode, recognizer
 from service.errors import ApiError
 from service.gallery import Match, NewFace, PersonNotFoundError
 from service.imaging import DecodedImage
 from service.inputs import RequestInput, clean_id, clean_name, decode_base64, float_param, int_param, parse_request
-from service.recognizer import AnalyzedFace
 from service.state import import_state, read_upload, state_response
 
 bp = Blueprint("facebox", __name__)
@@ -67,8 +67,8 @@ def _flag(params: dict[str, Any], name: str) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in _TRUE)
 
 
-def _rect(face: AnalyzedFace) -> dict[str, int]:
-    x1, y1, x2, y2 = face.face.box
+def _rect(face: DetectedFace) -> dict[str, int]:
+    x1, y1, x2, y2 = face.box
     return {"top": round(y1), "left": round(x1), "width": round(x2 - x1), "height": round(y2 - y1)}
 
 
@@ -122,11 +122,9 @@ def check() -> ResponseReturnValue:
         faces = [_matched(m[0] if m else None, threshold) for m in results]
         return jsonify({"success": True, "facesCount": len(faces), "faces": faces})
     with_print = _flag(data.params, "faceprint")
-    analyzed = r.engine.analyze(_one_image(images), r.settings.max_faces)
-    results = r.gallery.search(np.stack([a.embedding for a in analyzed]), 1) if analyzed else []
     faces = []
-    for face, matches in zip(analyzed, results, strict=True):
-        out: dict[str, Any] = {"rect": _rect(face), **_matched(matches[0] if matches else None, threshold)}
+    for face in r.identify(_one_image(images), threshold=threshold, top_k=1):
+        out: dict[str, Any] = {"rect": _rect(face.face), **_matched(face.best, threshold)}
         if with_print:
             out["faceprint"] = _faceprint(face.embedding)
         faces.append(out)
@@ -201,12 +199,10 @@ def similar() -> ResponseReturnValue:
         found = sorted(best.values(), key=lambda m: m.similarity, reverse=True)
         found = [m for m in found if threshold is None or m.similarity >= threshold][:limit]
         return jsonify({"success": True, "similarCount": len(found), "similar": _similar_json(found)})
-    analyzed = r.engine.analyze(_one_image(images), r.settings.max_faces)
-    results = r.gallery.search(np.stack([a.embedding for a in analyzed]), limit) if analyzed else []
     faces = []
-    for face, matches in zip(analyzed, results, strict=True):
-        kept = [m for m in matches if threshold is None or m.similarity >= threshold]
-        faces.append({"rect": _rect(face), "similar_faces": _similar_json(kept)})
+    for face in r.identify(_one_image(images), top_k=limit):
+        kept = [m for m in face.candidates if threshold is None or m.similarity >= threshold]
+        faces.append({"rect": _rect(face.face), "similar_faces": _similar_json(kept)})
     first = faces[0]["similar_faces"] if faces else []
     return jsonify({"success": True, "facesCount": len(faces), "faces": faces, "similarCount": len(first), "similar": first})
 

@@ -28,6 +28,7 @@ class AnalyzedFace:
 @dataclass(frozen=True)
 class IdentifiedFace:
     face: DetectedFace
+    embedding: np.ndarray  # (dim,) unit float32 (Facebox faceprints)
     candidates: list[Match]  # best first, at most top_k
     threshold: float
 
@@ -145,7 +146,7 @@ class Recognizer:
         if not faces:
             return []
         matches = self.gallery.search(np.stack([f.embedding for f in faces]), top_k)
-        return [IdentifiedFace(f.face, m, threshold) for f, m in zip(faces, matches, strict=True)]
+        return [IdentifiedFace(f.face, f.embedding, m, threshold) for f, m in zip(faces, matches, strict=True)]
 
     def verify(
         self, a: DecodedImage, b: DecodedImage, *, threshold: float | None = None
