@@ -189,19 +189,11 @@ class Gallery:
                     db.execute("UPDATE people SET name = ? WHERE id = ?", (name, person_id))
                 face_ids, new_ids = [], []
                 for face, vec in zip(faces, vectors, strict=True):
-                    existing = db.execute(
-                        "SELECT id FROM faces WHERE person_id = ? AND image_sha256 = ? AND model_id = ?",
-                        (person_id, face.image_sha256, self.model_id),
-                    ).fetchone()
-                    if existing:
-                        face_ids.append(existing[0])
+                    existing = self._existing_face(db, person_id, face.image_sha256)
+                    if existing is not None:
+                        face_ids.append(existing)
                         continue
-                    cur = db.execute(
-                        "INSERT INTO faces (person_id, model_id, embedding, image_sha256, box, detection_prob, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (person_id, self.model_id, vec.tobytes(), face.image_sha256, json.dumps(list(face.box)), face.detection_prob, now),
-                    )
-                    face_ids.append(int(cur.lastrowid))
+                    face_ids.append(self._insert_face(db, None, person_id, vec, face.image_sha256, face.box, face.detection_prob, now))
                     new_ids.append((face_ids[-1], vec))
                 person = self._person(db, person_id)
                 records = [self._face(db, face_id) for face_id in face_ids]
@@ -240,6 +232,32 @@ class Gallery:
                 if face_id >= 2**63 or db.execute("DELETE FROM faces WHERE id = ? AND person_id = ?", (face_id, person_id)).rowcount == 0:
                     raise FaceNotFoundError(face_id)
             self._forget([face_id])
+
+    def _existing_face(self, db: sqlite3.Connection, person_id: str, image_sha256: str) -> int | None:
+        """Id of the example this person already has from this image (same model), if any."""
+        row = db.execute(
+            "SELECT id FROM faces WHERE person_id = ? AND image_sha256 = ? AND model_id = ?", (person_id, image_sha256, self.model_id)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _insert_face(
+        self,
+        db: sqlite3.Connection,
+        face_id: int | None,
+        person_id: str,
+        vector: np.ndarray,
+        image_sha256: str,
+        box: Sequence[float],
+        detection_prob: float,
+        created_at: float,
+    ) -> int:
+        """Insert one example (``face_id`` None: the database picks it); returns its id."""
+        cur = db.execute(
+            "INSERT INTO faces (id, person_id, model_id, embedding, image_sha256, box, detection_prob, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (face_id, person_id, self.model_id, vector.tobytes(), image_sha256, json.dumps(list(box)), detection_prob, created_at),
+        )
+        return int(cur.lastrowid)
 
     def _forget(self, face_ids: list[int]) -> None:
         self._index.remove(face_ids)
@@ -288,26 +306,10 @@ class Gallery:
                     )
                 written = 0
                 for face, vec in zip(faces, vectors, strict=True):
-                    known = db.execute(
-                        "SELECT 1 FROM faces WHERE person_id = ? AND image_sha256 = ? AND model_id = ?",
-                        (face.person_id, face.image_sha256, self.model_id),
-                    ).fetchone()
-                    if known and not replace:
+                    if not replace and self._existing_face(db, face.person_id, face.image_sha256) is not None:
                         continue
-                    db.execute(
-                        "INSERT INTO faces (id, person_id, model_id, embedding, image_sha256, box, detection_prob, created_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            face.id if replace else None,
-                            face.person_id,
-                            self.model_id,
-                            vec.tobytes(),
-                            face.image_sha256,
-                            json.dumps(list(face.box)),
-                            face.detection_prob,
-                            face.created_at,
-                        ),
-                    )
+                    face_id = face.id if replace else None
+                    self._insert_face(db, face_id, face.person_id, vec, face.image_sha256, face.box, face.detection_prob, face.created_at)
                     written += 1
             self._rebuild()
         return len(people), written
