@@ -36,7 +36,14 @@ class EmbedderSpec:
 
 class Embedder:
     """A frozen network plus the crop it expects. ``crop`` runs on the CPU per face;
-    ``embed`` runs a batch on ``device`` and returns (N, dim) unit vectors."""
+    ``embed`` runs a batch on ``device`` and returns (N, dim) unit vectors.
+
+    The network runs in channels_last (NHWC) memory format: on CPU, oneDNN then takes every
+    convolution without reordering between layers. Measured on a 2-core x86 VM, the dlib
+    ResNet went from 10.0 to 7.8 ms per face at batch 1 and from 5.5 to 3.9 at batch 16, the
+    facenet InceptionResnetV1 from 75 to 60 and from 43 to 34 (README, Performance); results
+    agree with NCHW within 1e-6.
+    """
 
     def __init__(
         self,
@@ -50,7 +57,7 @@ class Embedder:
         self.spec = spec
         self.device = device
         self.half = bool(half and device.type == "cuda")
-        network = network.eval().to(device)
+        network = network.eval().to(device).to(memory_format=torch.channels_last)
         for p in network.parameters():
             p.requires_grad_(False)
         self._network = network.half() if self.half else network
@@ -76,7 +83,7 @@ class Embedder:
         size = self.spec.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise ValueError(f"expected crops of shape (N, 3, {size}, {size}), got {batch.shape}")
-        x = torch.from_numpy(batch).to(self.device)
+        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self._network(x.half() if self.half else x).float()
         out = torch.nn.functional.normalize(out, dim=1)
