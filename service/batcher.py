@@ -3,20 +3,26 @@
 HTTP worker threads submit work (face crops to embed, images to run the detector on) and block
 on a ``Future``; the batcher's own threads run it in batches:
 
-* **Embedding: one worker thread owns the network.** It waits for the first job, then keeps
-  collecting until ``max_size`` faces are queued or ``max_wait_ms`` has passed since that first
-  job was queued. Whatever queued while the previous batch ran is taken at once, so under load
-  batches fill up without waiting. A lone client (nothing else in flight, and the last batch
-  held one request) is not made to wait at all; otherwise a call waits at most ``max_wait_ms``.
-  The crops of every request in the batch go through the network in one forward pass (chunks
-  of ``max_size``: a request is never split across batches, a larger one runs alone).
+* **Embedding: one worker thread owns the network.** Once it is free and a job is queued, it
+  keeps collecting until ``max_size`` faces are queued, or as many requests as its previous
+  batch held, or ``max_wait_ms`` has passed (counted from when the worker was free to take the
+  job, or from the job's arrival if later). Waiting for the previous batch's count is what keeps
+  batches whole under steady concurrent load: the requests of a batch that just finished come
+  back together a moment later, and a job that queued while that batch ran would otherwise
+  leave alone, locking the load into alternating small batches (4 clients ran as batches of
+  1 and 3). When fewer come, the wait ends at ``max_wait_ms`` and the next batch expects fewer.
+  A lone client (nothing else in flight, and the last batch held one request) is not made to
+  wait at all. The crops of every request in the batch go through the network in one forward
+  pass (chunks of ``max_size``: a request is never split across batches, a larger one runs
+  alone).
 * **Detection: same-size images share an MTCNN pass** (it needs equal-size inputs). Images are
   downscaled to ``FEWFACE_MAX_IMAGE_SIDE`` on decoding, so photos from the same kind of camera
   usually share a working size. ``detect_workers`` threads (default 2) each take the oldest
-  image whose size no other worker is gathering, wait as above for more of that size, and run
-  them together; images of different sizes run side by side. Detection does not go through the
-  embedding worker because MTCNN spends much of its time in single-threaded Python (box
-  loops) that another detection can overlap: 8 clients teaching photos of different sizes
+  image whose size no other worker is gathering, wait for more of that size (up to
+  ``max_size`` images or ``max_wait_ms``, counted as above), and run them together; images of
+  different sizes run side by side. Detection does not go through the embedding worker
+  because MTCNN spends much of its time in single-threaded Python (box loops) that another
+  detection can overlap: 8 clients teaching photos of different sizes
   enrolled 2.7 faces/s with one detection thread and 3.5 with two, on 2 CPU cores.
   Images are not padded to a common size: padding changes MTCNN's scale pyramid and border
   crops (results would only be close to single-image detection), and batching large images
@@ -112,6 +118,7 @@ class MicroBatcher:
         self._gathering: set[tuple[int, int]] = set()  # image sizes a detection worker is collecting
         self._in_flight = 0  # jobs submitted and not finished, both kinds
         self._last_batch = {"embed": 1, "detect": 1}  # requests in each lane's latest batch
+        self._embed_history = False  # whether an embedding batch has run (before, no count to expect)
         self._cond = threading.Condition()
         self._closed = False
         self._stats = BatcherStats()
@@ -215,12 +222,19 @@ class MicroBatcher:
 
     def _next_embed_batch(self) -> list[_Job] | None:
         with self._cond:
+            free_since = time.monotonic()
             while not self._embed_queue:
                 if self._closed:
                     return None
                 self._cond.wait()
             queue = self._embed_queue
-            self._wait_for_mates("embed", queue[0].queued_at + self.max_wait, lambda: sum(j.size for j in queue) >= self.max_size)
+            expected = self._last_batch["embed"] if self._embed_history else None
+
+            def enough() -> bool:
+                return sum(j.size for j in queue) >= self.max_size or (expected is not None and len(queue) >= expected)
+
+            self._wait_for_mates("embed", max(queue[0].queued_at, free_since) + self.max_wait, enough)
+            self._embed_history = True
             taken, kept, faces = [], deque(), 0
             for job in queue:
                 fits = not taken or faces + job.size <= self.max_size
@@ -232,6 +246,7 @@ class MicroBatcher:
 
     def _next_detect_batch(self) -> list[_Job] | None:
         with self._cond:
+            free_since = time.monotonic()
             while True:
                 first = next((j for j in self._detect_queue if j.image_size not in self._gathering), None)
                 if first is not None:
@@ -244,7 +259,7 @@ class MicroBatcher:
             try:
                 self._wait_for_mates(
                     "detect",
-                    first.queued_at + self.max_wait,
+                    max(first.queued_at, free_since) + self.max_wait,
                     lambda: sum(j.image_size == size for j in self._detect_queue) >= self.max_size,
                 )
                 taken, kept, pixels = [], deque(), 0

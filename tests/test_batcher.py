@@ -162,6 +162,21 @@ def test_lone_client_is_not_kept_waiting(engine: Engine, crops: np.ndarray) -> N
         assert b.stats().embed_batches == 3
 
 
+def test_batch_leaves_once_as_many_requests_as_last_time_are_queued(engine: Engine, crops: np.ndarray) -> None:
+    """Under steady load the requests of a finished batch come back together; the next batch
+    leaves as soon as that many are queued instead of waiting out a (here minute-long) window."""
+    with MicroBatcher(engine.embedder, max_size=4, max_wait_ms=60_000, skip_wait_when_alone=False) as b:
+        first = [b.submit_embed(crops[2 * i : 2 * i + 2]) for i in range(2)]  # 4 faces: fills max_size
+        for future in first:
+            future.result(30)
+        assert b.stats().embed_batches == 1
+        second = [b.submit_embed(crops[i : i + 1]) for i in range(2)]  # 2 faces, 2 requests as last time
+        for i, future in enumerate(second):
+            np.testing.assert_allclose(future.result(30), engine.embedder.embed(crops[i : i + 1]), atol=1e-5)
+        stats = b.stats()
+        assert stats.embed_batches == 2 and stats.largest_embed_batch == 4
+
+
 def test_close_finishes_queued_work_then_refuses(engine: Engine, crops: np.ndarray) -> None:
     b = MicroBatcher(engine.embedder, engine.detector, max_size=32, max_wait_ms=10_000, skip_wait_when_alone=False)
     futures = [b.submit_embed(crops[i : i + 1]) for i in range(4)]
