@@ -4,17 +4,17 @@ HTTP worker threads submit work (face crops to embed, images to run the detector
 on a ``Future``; the batcher's own threads run it in batches:
 
 * **Embedding: one worker thread owns the network.** Once it is free and a job is queued, it
-  keeps collecting until ``max_size`` faces are queued, or as many requests as its previous
-  batch held, or ``max_wait_ms`` has passed (counted from when the worker was free to take the
-  job, or from the job's arrival if later). Waiting for the previous batch's count is what keeps
-  batches whole under steady concurrent load: the requests of a batch that just finished come
-  back together a moment later, and a job that queued while that batch ran would otherwise
-  leave alone, locking the load into alternating small batches (4 clients ran as batches of
-  1 and 3). When fewer come, the wait ends at ``max_wait_ms`` and the next batch expects fewer.
-  A lone client (nothing else in flight, and the last batch held one request) is not made to
-  wait at all. The crops of every request in the batch go through the network in one forward
-  pass (chunks of ``max_size``: a request is never split across batches, a larger one runs
-  alone).
+  keeps collecting until ``max_size`` faces are queued, or until the requests it expects are
+  queued, or ``max_wait_ms`` has passed (counted from when the worker was free to take the
+  job, or from the job's arrival if later). It expects the requests that were already waiting
+  when the previous batch finished plus as many as that batch held: under steady concurrent
+  load the requests of a batch come back together a moment after it finishes. Without that,
+  a load of 4 closed-loop clients locked into alternating batches (1 + 3, or 2 + 2), each
+  leaving while the other's requests were on their way back; with it they merge into one
+  batch of 4. When fewer come, the wait ends at ``max_wait_ms``. A lone client (nothing else
+  in flight, and the last batch held one request) is not made to wait at all. The crops of
+  every request in the batch go through the network in one forward pass (chunks of
+  ``max_size``: a request is never split across batches, a larger one runs alone).
 * **Detection: same-size images share an MTCNN pass** (it needs equal-size inputs). Images are
   downscaled to ``FEWFACE_MAX_IMAGE_SIDE`` on decoding, so photos from the same kind of camera
   usually share a working size. ``detect_workers`` threads (default 2) each take the oldest
@@ -118,7 +118,7 @@ class MicroBatcher:
         self._gathering: set[tuple[int, int]] = set()  # image sizes a detection worker is collecting
         self._in_flight = 0  # jobs submitted and not finished, both kinds
         self._last_batch = {"embed": 1, "detect": 1}  # requests in each lane's latest batch
-        self._embed_history = False  # whether an embedding batch has run (before, no count to expect)
+        self._embed_done_at: float | None = None  # when the latest embedding batch finished (None: none has)
         self._cond = threading.Condition()
         self._closed = False
         self._stats = BatcherStats()
@@ -228,13 +228,15 @@ class MicroBatcher:
                     return None
                 self._cond.wait()
             queue = self._embed_queue
-            expected = self._last_batch["embed"] if self._embed_history else None
+            done_at = self._embed_done_at
+            expected = None
+            if done_at is not None:  # those that waited through the last batch, and that batch's own
+                expected = sum(j.queued_at <= done_at for j in queue) + self._last_batch["embed"]
 
             def enough() -> bool:
                 return sum(j.size for j in queue) >= self.max_size or (expected is not None and len(queue) >= expected)
 
             self._wait_for_mates("embed", max(queue[0].queued_at, free_since) + self.max_wait, enough)
-            self._embed_history = True
             taken, kept, faces = [], deque(), 0
             for job in queue:
                 fits = not taken or faces + job.size <= self.max_size
@@ -328,6 +330,7 @@ class MicroBatcher:
         crops = group[0].payload if len(group) == 1 else np.concatenate([j.payload for j in group])
         chunks = [self.embedder.embed(crops[i : i + self.max_size]) for i in range(0, len(crops), self.max_size)]
         vectors = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        self._embed_done_at = time.monotonic()  # before any caller gets its result and comes back
         with self._stats_lock:
             self._stats.embed_batches += len(chunks)
             self._stats.faces_embedded += len(crops)

@@ -162,19 +162,21 @@ def test_lone_client_is_not_kept_waiting(engine: Engine, crops: np.ndarray) -> N
         assert b.stats().embed_batches == 3
 
 
-def test_batch_leaves_once_as_many_requests_as_last_time_are_queued(engine: Engine, crops: np.ndarray) -> None:
-    """Under steady load the requests of a finished batch come back together; the next batch
-    leaves as soon as that many are queued instead of waiting out a (here minute-long) window."""
+def test_next_batch_expects_the_waiting_requests_plus_the_last_batch_returning(engine: Engine, crops: np.ndarray) -> None:
+    """Under steady load the requests of a finished batch come back together. The next batch
+    waits for them and for those already waiting, then leaves at once: no minute-long window
+    waited out, and no split into alternating half batches."""
     with MicroBatcher(engine.embedder, max_size=4, max_wait_ms=60_000, skip_wait_when_alone=False) as b:
         first = [b.submit_embed(crops[2 * i : 2 * i + 2]) for i in range(2)]  # 4 faces: fills max_size
+        waiting = b.submit_embed(crops[4:5])  # does not fit: waits through the first batch
         for future in first:
             future.result(30)
         assert b.stats().embed_batches == 1
-        second = [b.submit_embed(crops[i : i + 1]) for i in range(2)]  # 2 faces, 2 requests as last time
-        for i, future in enumerate(second):
+        returning = [b.submit_embed(crops[i : i + 1]) for i in range(2)]  # the first batch's 2 requests come back
+        for i, future in [(4, waiting), (0, returning[0]), (1, returning[1])]:
             np.testing.assert_allclose(future.result(30), engine.embedder.embed(crops[i : i + 1]), atol=1e-5)
         stats = b.stats()
-        assert stats.embed_batches == 2 and stats.largest_embed_batch == 4
+        assert stats.embed_batches == 2 and stats.faces_embedded == 7, stats
 
 
 def test_close_finishes_queued_work_then_refuses(engine: Engine, crops: np.ndarray) -> None:
