@@ -4,7 +4,7 @@ network on its own face, as a server without the batcher would on its request th
 1 client that is one request at a time. Real aligned face crops from ../shared/faces; the
 model and device come from FEWFACE_* settings.
 
-    .venv/bin/python -m bench.embed_throughput [--faces 512] [--repeats 3] [--clients 1,4,16] [--torch-threads N]
+    .venv/bin/python -m bench.embed_throughput [--faces 512] [--repeats 5] [--clients 1,4,16] [--torch-threads N]
 
 Every figure is the median of ``--repeats`` rounds, all in this one process; each round runs
 every configuration once, and each ratio is the median of the per-round ratios, so a change in
@@ -70,7 +70,7 @@ def network_alone(engine: Engine, crops: np.ndarray, size: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=512, help="faces per run (default 512)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0 = leave torch's default)")
     args = parser.parse_args()

@@ -70,7 +70,9 @@ class Settings:
         "FEWFACE_BATCH_MAX_SIZE", 32, "Most faces embedded (or same-size images detected) in one batch across concurrent requests."
     )
     batch_max_wait_ms: float = _setting(
-        "FEWFACE_BATCH_MAX_WAIT_MS", 5.0, "Longest a request's work waits for batch-mates (never when alone); 0 = take what is queued."
+        "FEWFACE_BATCH_MAX_WAIT_MS",
+        5.0,
+        "Longest a request's work waits for batch-mates once a worker is free to take it (never when alone); 0 = take what is queued.",
     )
     detect_workers: int = _setting(
         "FEWFACE_DETECT_WORKERS", 2, "Threads running face detection; each batches concurrent requests' same-size images."
