@@ -6,7 +6,9 @@
   not), unless ``allow_private``. The connection then goes to an address that was checked, with
   the original host name kept for the Host header and TLS (SNI and certificate checks), so a
   second DNS answer (DNS rebinding) cannot redirect it.
-- One deadline covers the whole fetch, redirects included; the body is read up to ``max_bytes``.
+- One deadline covers the whole fetch, redirects and DNS lookups included; the body is read up
+  to ``max_bytes``. A lookup runs on a daemon thread (at most ``DNS_LOOKUPS`` at once) so a slow
+  resolver cannot hold a request past the deadline; a late answer is dropped.
 
 Refusals by policy are 400 ``url_not_allowed``; failures to get the bytes are 422
 ``url_fetch_failed``.
@@ -20,8 +22,12 @@ import logging
 import socket
 import ssl
 import string
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from service.errors import ApiError
@@ -32,6 +38,9 @@ MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 2048
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "fewface-urlfetch/1"
+DNS_LOOKUPS = 8  # lookups in flight at once, across requests
+
+_dns_slots = threading.BoundedSemaphore(DNS_LOOKUPS)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -51,6 +60,7 @@ class UrlFetcher:
     max_bytes: int
     timeout: float
     allow_private: bool = False
+    resolver: Callable[..., list[Any]] = field(default=socket.getaddrinfo, repr=False)  # getaddrinfo's signature
 
     def fetch(self, url: str) -> bytes:
         """The body of ``url`` (after redirects); ApiError when refused or failed."""
@@ -73,7 +83,7 @@ class UrlFetcher:
     # -- one request ----------------------------------------------------------------------
     def _get_once(self, url: str, deadline: float) -> tuple[int, str | None, bytes]:
         scheme, host, port, target = _split(url)
-        addresses = self._resolve(host, port)
+        addresses = self._resolve(host, port, deadline)
         conn = self._connect(scheme, host, port, addresses, deadline)
         try:
             conn.putrequest("GET", target, skip_accept_encoding=True)
@@ -109,9 +119,11 @@ class UrlFetcher:
         finally:
             conn.close()
 
-    def _resolve(self, host: str, port: int) -> list[IPAddress]:
+    def _resolve(self, host: str, port: int, deadline: float) -> list[IPAddress]:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+            infos = self._lookup(host, port, deadline)
+        except TimeoutError:
+            raise ApiError(422, "url_fetch_failed", f"resolving host {host!r} took too long (FEWFACE_URL_TIMEOUT)") from None
         except (OSError, UnicodeError) as exc:
             raise ApiError(422, "url_fetch_failed", f"cannot resolve host {host!r}: {_describe(exc)}") from None
         addresses: list[IPAddress] = []
@@ -132,6 +144,24 @@ class UrlFetcher:
                     " (FEWFACE_ALLOW_PRIVATE_URLS allows them)",
                 )
         return addresses
+
+    def _lookup(self, host: str, port: int, deadline: float) -> list[Any]:
+        """``resolver(host, port, ...)`` on a daemon thread, waited for until ``deadline``;
+        TimeoutError when it (or a free lookup slot) takes longer."""
+        if not _dns_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError
+        answer: Future[list[Any]] = Future()
+
+        def run() -> None:
+            try:
+                answer.set_result(self.resolver(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                answer.set_exception(exc)
+            finally:
+                _dns_slots.release()
+
+        threading.Thread(target=run, name="fewface-dns", daemon=True).start()
+        return answer.result(timeout=max(0.0, deadline - time.monotonic()))
 
     def _connect(self, scheme: str, host: str, port: int, addresses: list[IPAddress], deadline: float) -> http.client.HTTPConnection:
         last: Exception | None = None

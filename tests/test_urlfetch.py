@@ -4,6 +4,8 @@ Only loopback servers started here are contacted (with FEWFACE_ALLOW_PRIVATE_URL
 from __future__ import annotations
 
 import ipaddress
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +108,53 @@ def test_fetch_limits_with_private_allowed() -> None:
                 fetcher.fetch(srv.url(path))
             api_error(exc, status, code)
         assert "/big-chunked" in srv.requests
+
+
+def test_slow_dns_lookup_is_cut_off_by_the_deadline() -> None:
+    """A resolver that would answer only after 30 s: the fetch gives up at its 0.5 s deadline
+    and never contacts the address the late answer names."""
+    release = threading.Event()
+    with loopback_server({"/ok": Route(body=b"hello")}) as srv:
+
+        def slow_resolver(host: str, port: int, **kwargs: object) -> list[object]:
+            release.wait(30)
+            return socket.getaddrinfo("127.0.0.1", port, **kwargs)
+
+        fetcher = UrlFetcher(1024, 0.5, allow_private=True, resolver=slow_resolver)
+        try:
+            with pytest.raises(ApiError) as exc:
+                fetcher.fetch(srv.url("/ok").replace("127.0.0.1", "slow-dns.test"))
+            api_error(exc, 422, "url_fetch_failed")
+            assert "resolving host 'slow-dns.test' took too long" in exc.value.message
+        finally:
+            release.set()
+        assert srv.requests == []
+
+
+def test_host_resolved_once_and_every_answer_checked() -> None:
+    """A name with a public and a loopback answer is refused outright. A name that answers a
+    public address first and loopback afterwards (DNS rebinding) is looked up once, and the
+    connection goes to the public address that was checked, never to loopback."""
+    calls: list[str] = []
+
+    def resolver(host: str, port: int, **kwargs: object) -> list[object]:
+        calls.append(host)
+        if host == "mixed.test":
+            ips = ["93.184.216.34", "127.0.0.1"]
+        else:
+            ips = ["93.184.216.34"] if calls.count(host) == 1 else ["127.0.0.1"]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ips]
+
+    with loopback_server({"/a.jpg": Route(body=b"x")}) as srv:
+        fetcher = UrlFetcher(1024, 1.0, resolver=resolver)
+        with pytest.raises(ApiError) as exc:
+            fetcher.fetch(srv.url("/a.jpg").replace("127.0.0.1", "mixed.test"))
+        api_error(exc, 400, "url_not_allowed")
+        with pytest.raises(ApiError) as exc:  # the public address cannot be reached from here
+            fetcher.fetch(srv.url("/a.jpg").replace("127.0.0.1", "rebind.test"))
+        api_error(exc, 422, "url_fetch_failed")
+        assert calls == ["mixed.test", "rebind.test"]
+        assert srv.requests == []
 
 
 def test_teach_identify_verify_by_url(make_app: Callable[..., Flask], tmp_path: Path) -> None:
