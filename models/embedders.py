@@ -57,6 +57,11 @@ class Embedder:
         self.spec = spec
         self.device = device
         self.half = bool(half and device.type == "cuda")
+        if device.type == "cuda" and not self.half:
+            # PyTorch runs fp32 cuDNN convolutions as TF32 by default (10-bit mantissa), which
+            # moves embeddings by ~1e-3; fp32 here means IEEE fp32, equal to the CPU within 1e-4.
+            # Process-wide: the service holds one embedder. FEWFACE_HALF=true is the fast mode.
+            torch.backends.cudnn.conv.fp32_precision = "ieee"
         network = network.eval().to(device).to(memory_format=torch.channels_last)
         for p in network.parameters():
             p.requires_grad_(False)
