@@ -148,7 +148,7 @@ def identify() -> ResponseReturnValue:
         {
             "ok": True,
             "model": r.engine.model_id,
-            "threshold": r.default_threshold if threshold is None else threshold,
+            "threshold": r.threshold_or_default(threshold),
             "image": {"width": decoded.width, "height": decoded.height, "sha256": decoded.sha256},
             "face_count": len(faces),
             "faces": [identified_json(f) for f in faces],

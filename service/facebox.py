@@ -20,11 +20,11 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from models.types import DetectedFace
-from service.api import decode, recognizer
+from service.api import decode, recognizer, threshold_param
 from service.errors import ApiError
 from service.gallery import Match, NewFace, PersonNotFoundError
 from service.imaging import DecodedImage
-from service.inputs import RequestInput, clean_id, clean_name, decode_base64, float_param, int_param, parse_request
+from service.inputs import RequestInput, clean_id, clean_name, decode_base64, int_param, parse_request
 from service.state import import_state, read_upload, state_response
 
 bp = Blueprint("facebox", __name__)
@@ -95,9 +95,8 @@ def _matched(best: Match | None, threshold: float) -> dict[str, Any]:
     return {"id": best.person_id, "name": best.name, "matched": True, "confidence": _confidence(best.similarity)}
 
 
-def _threshold(params: dict[str, Any]) -> float:
-    value = float_param(params, "threshold", -1.0, 1.0)
-    return recognizer().default_threshold if value is None else value
+def _threshold(data: RequestInput) -> float:
+    return recognizer().threshold_or_default(threshold_param(data))
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -112,7 +111,7 @@ def info() -> ResponseReturnValue:
 def check() -> ResponseReturnValue:
     r = recognizer()
     data, images = _read()
-    threshold = _threshold(data.params)
+    threshold = _threshold(data)
     prints = data.params.get("faceprints")
     if prints not in (None, []) and not images:
         if not isinstance(prints, list) or not prints or len(prints) > r.settings.max_faces:
@@ -184,7 +183,7 @@ def similar() -> ResponseReturnValue:
     r = recognizer()
     data, images = (RequestInput(params=dict(request.args)), []) if request.method == "GET" else _read()
     limit = int_param(data.params, "limit", 1, 100) or r.settings.top_k
-    threshold = float_param(data.params, "threshold", -1.0, 1.0)
+    threshold = threshold_param(data)
     facebox_id = data.params.get("id")
     if facebox_id not in (None, "") and not images:
         try:

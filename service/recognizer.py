@@ -114,6 +114,10 @@ class Recognizer:
             settings.match_threshold if settings.match_threshold is not None else engine.embedder.spec.default_threshold
         )
 
+    def threshold_or_default(self, threshold: float | None) -> float:
+        """A request's threshold, or the configured / model default when it gave none."""
+        return self.default_threshold if threshold is None else threshold
+
     def single_face(self, decoded: DecodedImage, *, pick_largest: bool, label: str = "image") -> AnalyzedFace:
         """The one face of an image: 422 when there is none, or several and the caller did not
         ask for the largest."""
@@ -141,7 +145,7 @@ class Recognizer:
 
     def identify(self, decoded: DecodedImage, *, threshold: float | None = None, top_k: int | None = None) -> list[IdentifiedFace]:
         faces = self.engine.analyze(decoded, self.settings.max_faces)
-        threshold = self.default_threshold if threshold is None else threshold
+        threshold = self.threshold_or_default(threshold)
         top_k = top_k or self.settings.top_k
         if not faces:
             return []
@@ -155,4 +159,4 @@ class Recognizer:
         fa = self.single_face(a, pick_largest=True, label="first image")
         fb = self.single_face(b, pick_largest=True, label="second image")
         similarity = float(np.dot(fa.embedding, fb.embedding))
-        return fa, fb, similarity, self.default_threshold if threshold is None else threshold
+        return fa, fb, similarity, self.threshold_or_default(threshold)
