@@ -118,15 +118,8 @@ def main() -> None:
     )
     print(f"ACCEPTANCE {most} clients: batched/unbatched = {ratio(top, runs[(most, False)]):.2f}x (target >= 2)")
     for size in (1, 4, 16, 32):
-        x = crops[:size]
-        wall, cpu = [], []
-        for _ in range(max(2, args.repeats) * max(1, 8 // size)):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            engine.embed_unbatched(x)
-            wall.append(time.perf_counter() - started)
-            cpu.append(time.process_time() - cpu_started)
-        wall_ms, cpu_ms = median(wall) * 1000 / size, median(cpu) * 1000 / size
-        print(f"network alone, batch {size:2d}: {wall_ms:6.1f} ms per face, CPU {cpu_ms:5.1f} ms per face")
+        rate, cpu_ms, _ = network_alone(engine, crops, size)
+        print(f"network alone, batch {size:2d}: {1000 / rate:6.1f} ms per face, CPU {cpu_ms:5.1f} ms per face")
     engine.close()
 
 
