@@ -45,12 +45,15 @@ def send_identify(server: ServerProcess, settle: float = 0.3) -> http.client.HTT
 
 
 def refused_soon(port: int, within: float = 3.0) -> bool:
-    """New connections are refused within ``within`` seconds (the signal takes a moment to land)."""
+    """New connections are refused within ``within`` seconds (the signal takes a moment to land).
+
+    A reset counts as refused: a probe whose handshake was still in the listen queue when the
+    server closed the listening socket is reset by the kernel, never accepted."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
             return True
         time.sleep(0.02)
     return False
