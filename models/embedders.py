@@ -53,9 +53,13 @@ class Embedder:
         device: torch.device,
         *,
         half: bool = False,
+        flip: bool = False,
+        alignment: str = "",
     ) -> None:
         self.spec = spec
         self.device = device
+        self.flip = bool(flip)
+        self.alignment = alignment
         self.half = bool(half and device.type == "cuda")
         if device.type == "cuda" and not self.half:
             # PyTorch runs fp32 cuDNN convolutions as TF32 by default (10-bit mantissa), which
@@ -76,6 +80,12 @@ class Embedder:
     def dim(self) -> int:
         return self.spec.dim
 
+    @property
+    def pipeline(self) -> str:
+        """What makes two of this embedder's vectors comparable: crop and test-time flip. Galleries
+        record it; vectors from another pipeline are refused, never mixed."""
+        return f"{self.alignment or 'default'}{'+flip' if self.flip else ''}"
+
     def crop(self, image: Image.Image, face: DetectedFace) -> np.ndarray:
         """The (3, S, S) float32 network input for one detected face."""
         return self._crop_fn(image, face)
@@ -88,9 +98,14 @@ class Embedder:
         size = self.spec.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise ValueError(f"expected crops of shape (N, 3, {size}, {size}), got {batch.shape}")
-        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(batch).to(self.device)
+        if self.flip:  # the face and its mirror image in one batch; their embeddings are summed
+            x = torch.cat([x, x.flip(3)])
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             out = self._network(x.half() if self.half else x).float()
+        if self.flip:
+            out = out[: len(batch)] + out[len(batch) :]
         out = torch.nn.functional.normalize(out, dim=1)
         return out.cpu().numpy().astype(np.float32, copy=False)
 
@@ -99,7 +114,7 @@ def _chw(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()
 
 
-def _build_dlib(device: torch.device, weights_path: str | None, half: bool) -> Embedder:
+def _build_dlib(device: torch.device, weights_path: str | None, half: bool, flip: bool) -> Embedder:
     from models.dlib_resnet import MTCNN_TEMPLATE_150, load_dlib_resnet
 
     network = load_dlib_resnet(resolve_weights("dlib-resnet-v1", weights_path))
@@ -108,11 +123,14 @@ def _build_dlib(device: torch.device, weights_path: str | None, half: bool) -> E
     def crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
         return _chw(warp_to_template(image, face.landmarks, MTCNN_TEMPLATE_150, spec.input_size))
 
-    return Embedder(spec, network, crop, device, half=half)
+    return Embedder(spec, network, crop, device, half=half, flip=flip, alignment="mtcnn5-template")
 
 
-def _build_facenet(model_id: str) -> Callable[[torch.device, str | None, bool], Embedder]:
-    def build(device: torch.device, weights_path: str | None, half: bool) -> Embedder:
+Builder = Callable[[torch.device, str | None, bool, bool], Embedder]  # (device, weights path, half, flip)
+
+
+def _build_facenet(model_id: str) -> Builder:
+    def build(device: torch.device, weights_path: str | None, half: bool, flip: bool) -> Embedder:
         from facenet_pytorch import InceptionResnetV1
 
         path = resolve_weights(model_id, weights_path)
@@ -126,7 +144,7 @@ def _build_facenet(model_id: str) -> Callable[[torch.device, str | None, bool], 
             # facenet-pytorch's own preprocessing: box crop, resize, (x - 127.5) / 128.
             return (_chw(crop_box(image, face.box, spec.input_size)) - 127.5) / 128.0
 
-        return Embedder(spec, network, crop, device, half=half)
+        return Embedder(spec, network, crop, device, half=half, flip=flip, alignment="mtcnn-box")
 
     return build
 
@@ -155,7 +173,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
     ),
 }
 
-_BUILDERS: dict[str, Callable[[torch.device, str | None, bool], Embedder]] = {
+_BUILDERS: dict[str, Builder] = {
     "dlib-resnet-v1": _build_dlib,
     **{model_id: _build_facenet(model_id) for model_id in FACENET_CHECKPOINTS},
 }
@@ -167,10 +185,12 @@ def create_embedder(
     *,
     weights_path: str | os.PathLike[str] | None = None,
     half: bool = False,
+    flip: bool = False,
 ) -> Embedder:
     """Build the frozen embedder for ``model_id`` on ``device``; raises WeightsNotFoundError
-    (with the fix in its message) when the weights are not on this machine."""
+    (with the fix in its message) when the weights are not on this machine. ``flip`` averages
+    each face's embedding with its mirror image's (test-time flip: twice the network time)."""
     if model_id not in _BUILDERS:
         raise ValueError(f"unknown model id {model_id!r}; known: {', '.join(sorted(_BUILDERS))}")
     log.info("loading embedder %s on %s", model_id, device)
-    return _BUILDERS[model_id](torch.device(device), str(weights_path) if weights_path else None, half)
+    return _BUILDERS[model_id](torch.device(device), str(weights_path) if weights_path else None, half, flip)

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         Path(settings.data_dir) / GALLERY_FILE,
         engine.model_id,
         engine.embedder.dim,
+        pipeline=engine.embedder.pipeline,
         index_exact_max=settings.index_exact_max,
         index_nprobe=settings.index_nprobe,
     )

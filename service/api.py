@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from models.quality import FaceQuality
 from models.types import LANDMARK_NAMES, DetectedFace
 from service.errors import ApiError
 from service.gallery import FaceNotFoundError, FaceRecord, Match, Person, PersonNotFoundError
@@ -48,8 +49,18 @@ def face_json(face: DetectedFace) -> dict[str, Any]:
     }
 
 
-def match_json(m: Match) -> dict[str, Any]:
-    return {"person_id": m.person_id, "name": m.name, "similarity": round(m.similarity, 5), "face_id": m.face_id}
+def match_json(m: Match, confidence: float | None = None) -> dict[str, Any]:
+    out = {"person_id": m.person_id, "name": m.name, "similarity": round(m.similarity, 5), "face_id": m.face_id}
+    return out if confidence is None else {**out, "confidence": confidence}
+
+
+def quality_json(q: FaceQuality) -> dict[str, float]:
+    return {
+        "eye_distance": round(q.eye_distance, 1),
+        "sharpness": round(q.sharpness, 4),
+        "visible": round(q.visible, 3),
+        "yaw": round(q.yaw, 3),
+    }
 
 
 def person_json(p: Person) -> dict[str, Any]:
@@ -67,14 +78,17 @@ def record_json(r: FaceRecord) -> dict[str, Any]:
     }
 
 
-def identified_json(f: IdentifiedFace) -> dict[str, Any]:
+def identified_json(f: IdentifiedFace, r: Recognizer) -> dict[str, Any]:
     best = f.best
+    confidence = r.confidence(best.similarity, f.gallery_faces) if best is not None else None
     return {
         **face_json(f.face),
+        "quality": quality_json(f.quality),
         "matched": f.matched,
-        "match": match_json(best) if best is not None and f.matched else None,
+        "match": match_json(best, confidence) if best is not None and f.matched else None,
         "similarity": round(best.similarity, 5) if best is not None else None,
-        "candidates": [match_json(m) for m in f.candidates],
+        "confidence": confidence,
+        "candidates": [match_json(m, r.confidence(m.similarity, f.gallery_faces)) for m in f.candidates],
     }
 
 
@@ -106,7 +120,9 @@ def info() -> ResponseReturnValue:
             "version": current_app.config["FEWFACE_VERSION"],
             "model": {"id": spec.model_id, "dim": spec.dim, "description": spec.description},
             "device": str(r.engine.embedder.device),
-            "default_threshold": r.default_threshold,
+            "pipeline": r.engine.embedder.pipeline,
+            "default_threshold": r.identify_threshold(),
+            "match_rule": r.rule.describe(r.gallery.face_count()),
             "people": people,
             "faces": faces,
         }
@@ -126,10 +142,12 @@ def teach(person_id: str) -> ResponseReturnValue:
         raise ApiError(400, "too_many_images", f"at most {r.settings.max_teach_images} images per teach request")
     name = clean_name(data.params["name"]) if data.params.get("name") not in (None, "") else None
     pick = choice_param(data.params, "pick", ["one", "largest"], "one")
-    person, records, created = r.teach(person_id, name, [decode(b) for b in blobs], pick_largest=pick == "largest")
-    return jsonify({"ok": True, "created": created, "person": person_json(person), "faces": [record_json(x) for x in records]}), (
-        201 if created else 200
+    quality = choice_param(data.params, "quality", ["on", "off"], "on")
+    person, records, created, analyzed = r.teach(
+        person_id, name, [decode(b) for b in blobs], pick_largest=pick == "largest", check_quality=quality == "on"
     )
+    faces = [{**record_json(x), "quality": quality_json(a.quality)} for x, a in zip(records, analyzed, strict=True)]
+    return jsonify({"ok": True, "created": created, "person": person_json(person), "faces": faces}), (201 if created else 200)
 
 
 # -- identify / verify ---------------------------------------------------------------------
@@ -148,10 +166,10 @@ def identify() -> ResponseReturnValue:
         {
             "ok": True,
             "model": r.engine.model_id,
-            "threshold": r.threshold_or_default(threshold),
+            "threshold": faces[0].threshold if faces else r.identify_threshold(threshold),
             "image": {"width": decoded.width, "height": decoded.height, "sha256": decoded.sha256},
             "face_count": len(faces),
-            "faces": [identified_json(f) for f in faces],
+            "faces": [identified_json(f, r) for f in faces],
         }
     )
 
@@ -170,7 +188,11 @@ def verify() -> ResponseReturnValue:
             "same_person": similarity >= threshold,
             "similarity": round(similarity, 5),
             "threshold": threshold,
-            "faces": {"image_a": face_json(fa.face), "image_b": face_json(fb.face)},
+            "confidence": r.confidence(similarity, 1),
+            "faces": {
+                "image_a": {**face_json(fa.face), "quality": quality_json(fa.quality)},
+                "image_b": {**face_json(fb.face), "quality": quality_json(fb.quality)},
+            },
         }
     )
 

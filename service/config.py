@@ -29,6 +29,11 @@ class Settings:
     )
     device: str = _setting("FEWFACE_DEVICE", "auto", "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.")
     half: bool = _setting("FEWFACE_HALF", False, "Run the embedder in fp16 on CUDA (ignored on CPU).")
+    flip: bool = _setting(
+        "FEWFACE_FLIP",
+        True,
+        "Test-time flip: embed each face and its mirror image and average them (twice the network time; see Accuracy).",
+    )
     host: str = _setting("FEWFACE_HOST", "127.0.0.1", "Address `python -m service` listens on (the Docker image uses 0.0.0.0).")
     port: int = _setting("FEWFACE_PORT", 8080, "TCP port.")
     threads: int = _setting("FEWFACE_THREADS", 8, "Worker threads of the WSGI server (waitress).")
@@ -41,7 +46,26 @@ class Settings:
         "Seconds between handing memory freed by worker threads back to the OS (glibc `malloc_trim`); 0 = never.",
     )
     match_threshold: float | None = _setting(
-        "FEWFACE_MATCH_THRESHOLD", None, "Default cosine similarity for a match; empty = the model's measured default."
+        "FEWFACE_MATCH_THRESHOLD",
+        None,
+        "One fixed cosine similarity for every match (identify and verify); empty = the calibrated rule (see Accuracy).",
+    )
+    match_false_accept: float = _setting(
+        "FEWFACE_MATCH_FALSE_ACCEPT",
+        0.01,
+        "Chance that identify names a stranger, held whatever the gallery size: the threshold rises as the gallery grows.",
+    )
+    quality_min_eye_distance: float = _setting(
+        "FEWFACE_QUALITY_MIN_EYE_DISTANCE", 28.0, "Teach refuses faces whose eyes are closer than this (pixels, working image)."
+    )
+    quality_min_sharpness: float = _setting(
+        "FEWFACE_QUALITY_MIN_SHARPNESS", 0.06, "Teach refuses faces less sharp than this (Laplacian / grey variance of the face)."
+    )
+    quality_min_visible: float = _setting(
+        "FEWFACE_QUALITY_MIN_VISIBLE", 0.9, "Teach refuses faces with less than this share of their box inside the image."
+    )
+    quality_max_yaw: float = _setting(
+        "FEWFACE_QUALITY_MAX_YAW", 0.7, "Teach refuses faces turned further than this (nose offset / half eye distance; 1 = profile)."
     )
     top_k: int = _setting("FEWFACE_TOP_K", 3, "Candidates returned per face by identify.")
     max_upload_bytes: int = _setting("FEWFACE_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, "Largest request body accepted (413 above).")
@@ -113,6 +137,11 @@ class Settings:
                 raise ConfigError(f"{_env(name)} must be positive")
         if self.match_threshold is not None and not -1.0 <= self.match_threshold <= 1.0:
             raise ConfigError("FEWFACE_MATCH_THRESHOLD must be between -1 and 1")
+        if not 0.0 < self.match_false_accept < 1.0:
+            raise ConfigError("FEWFACE_MATCH_FALSE_ACCEPT must be between 0 and 1 (exclusive)")
+        for name in ("quality_min_eye_distance", "quality_min_sharpness", "quality_min_visible", "quality_max_yaw"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{_env(name)} must not be negative")
         if not 0.0 <= self.min_detection_prob <= 1.0:
             raise ConfigError("FEWFACE_MIN_DETECTION_PROB must be between 0 and 1")
         if self.basic_auth and ":" not in self.basic_auth:

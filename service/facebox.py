@@ -96,7 +96,7 @@ def _matched(best: Match | None, threshold: float) -> dict[str, Any]:
 
 
 def _threshold(data: RequestInput) -> float:
-    return recognizer().threshold_or_default(threshold_param(data))
+    return recognizer().identify_threshold(threshold_param(data))
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def teach() -> ResponseReturnValue:
         digest = hashlib.sha256(vector.astype("<f4").tobytes()).hexdigest()
         person, _, created = r.gallery.add_faces(person_id, name, [NewFace(vector, digest, (0.0, 0.0, 0.0, 0.0), 1.0)])
     else:
-        person, _, created = r.teach(person_id, name, [_one_image(images)])
+        person, _, created, _ = r.teach(person_id, name, [_one_image(images)])
     return jsonify({"success": True, "id": person.id, "name": person.name, "created": created})
 
 

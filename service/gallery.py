@@ -44,8 +44,14 @@ CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
 """
 
 
+# Galleries written before the pipeline was recorded were all taught this way (by model id).
+LEGACY_PIPELINES = {"dlib-resnet-v1": "mtcnn5-template"}
+LEGACY_PIPELINE = "mtcnn-box"  # the facenet models
+
+
 class ModelMismatchError(RuntimeError):
-    """The gallery was built with a different embedding model."""
+    """The gallery was built with a different embedding model, or the same model behind another
+    crop / test-time flip (``pipeline``): its vectors are not comparable with this service's."""
 
 
 class PersonNotFoundError(KeyError):
@@ -108,9 +114,17 @@ class Gallery:
     """Thread-safe: one lock serialises every read and write of SQLite and the index."""
 
     def __init__(
-        self, path: str | Path, model_id: str, dim: int, *, index_exact_max: int = DEFAULT_EXACT_MAX, index_nprobe: int = 0
+        self,
+        path: str | Path,
+        model_id: str,
+        dim: int,
+        *,
+        pipeline: str | None = None,
+        index_exact_max: int = DEFAULT_EXACT_MAX,
+        index_nprobe: int = 0,
     ) -> None:
         self.path = Path(path)
+        self.pipeline = pipeline or LEGACY_PIPELINES.get(model_id, LEGACY_PIPELINE)
         # The index is exact up to index_exact_max faces and IVF above (service/index.py); it
         # switches in place inside add/remove, which run under self._lock.
         self._index_options = {"exact_max": index_exact_max, "nprobe": index_nprobe}
@@ -136,7 +150,12 @@ class Gallery:
             if not meta:
                 db.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("schema_version", str(SCHEMA_VERSION)), ("model_id", self.model_id), ("dim", str(self.dim))],
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("model_id", self.model_id),
+                        ("dim", str(self.dim)),
+                        ("pipeline", self.pipeline),
+                    ],
                 )
                 return
         if meta.get("model_id") != self.model_id or int(meta.get("dim", -1)) != self.dim:
@@ -144,6 +163,15 @@ class Gallery:
                 f"gallery {self.path} was built with model {meta.get('model_id')!r} ({meta.get('dim')}-D) "
                 f"but this service runs {self.model_id!r} ({self.dim}-D); use that model "
                 "or another FEWFACE_DATA_DIR"
+            )
+        stored = meta.get("pipeline") or LEGACY_PIPELINES.get(self.model_id, LEGACY_PIPELINE)
+        if stored != self.pipeline:
+            raise ModelMismatchError(
+                f"gallery {self.path} was taught with the {self.model_id} pipeline {stored!r} but this service runs "
+                f"{self.pipeline!r}: embeddings from different face crops are not comparable, so they are never mixed. "
+                f"Either start with {pipeline_settings(stored)} to keep using this gallery as it is, or re-teach "
+                "the people from their photos into a new FEWFACE_DATA_DIR (a state export carries the old vectors "
+                "and cannot convert them)"
             )
 
     def _rebuild(self) -> None:
@@ -344,6 +372,16 @@ class Gallery:
                 results.append(sorted(best.values(), key=lambda m: m.similarity, reverse=True))
             return results
 
+    def search_sized(self, queries: np.ndarray, top_k: int) -> tuple[list[list[Match]], int]:
+        """``search``, and the number of faces it searched (read under the same lock)."""
+        with self._lock:
+            return self.search(queries, top_k), len(self._index)
+
+    def face_count(self) -> int:
+        """Face examples in the index (what identify compares a face with)."""
+        with self._lock:
+            return len(self._index)
+
     def list_people(self, limit: int = 1000, offset: int = 0) -> list[Person]:
         with self._lock:
             rows = self._db.execute(
@@ -399,6 +437,12 @@ class Gallery:
         if r is None:
             raise FaceNotFoundError(face_id)
         return FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6])
+
+
+def pipeline_settings(pipeline: str) -> str:
+    """The settings that select ``pipeline`` (e.g. ``mtcnn5-template+flip``), for messages."""
+    alignment, _, flip = pipeline.partition("+")
+    return f"FEWFACE_ALIGNMENT={alignment} FEWFACE_FLIP={'true' if flip == 'flip' else 'false'}"
 
 
 def _unit(vector: np.ndarray, dim: int) -> np.ndarray:

@@ -10,11 +10,15 @@ import numpy as np
 from PIL import Image
 
 from models import DetectedFace, Embedder, FaceDetector, create_embedder, resolve_device
+from models.quality import FaceQuality, assess
+from models.ranking import rank_faces
+from models.score_model import load_score_model
 from service.batcher import MicroBatcher
 from service.config import Settings
 from service.errors import ApiError
 from service.gallery import FaceRecord, Gallery, Match, NewFace, Person
 from service.imaging import DecodedImage
+from service.matching import MatchRule
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,29 @@ log = logging.getLogger(__name__)
 class AnalyzedFace:
     face: DetectedFace  # in original-image pixel coordinates
     embedding: np.ndarray  # (dim,) unit float32
+    quality: FaceQuality  # measured in the working image
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """Teach refuses a face that fails any of these (models/quality.py says what each measures)."""
+
+    min_eye_distance: float
+    min_sharpness: float
+    min_visible: float
+    max_yaw: float
+
+    def failures(self, q: FaceQuality) -> list[str]:
+        failed = []
+        if q.eye_distance < self.min_eye_distance:
+            failed.append(f"too_small (eye distance {q.eye_distance:.1f} px < {self.min_eye_distance:g})")
+        if q.sharpness < self.min_sharpness:
+            failed.append(f"too_blurred (sharpness {q.sharpness:.3f} < {self.min_sharpness:g})")
+        if q.visible < self.min_visible:
+            failed.append(f"cut_by_border (visible {q.visible:.2f} < {self.min_visible:g})")
+        if abs(q.yaw) > self.max_yaw:
+            failed.append(f"turned_too_far (yaw {q.yaw:+.2f}, limit {self.max_yaw:g})")
+        return failed
 
 
 @dataclass(frozen=True)
@@ -31,6 +58,8 @@ class IdentifiedFace:
     embedding: np.ndarray  # (dim,) unit float32 (Facebox faceprints)
     candidates: list[Match]  # best first, at most top_k
     threshold: float
+    quality: FaceQuality
+    gallery_faces: int  # gallery size the threshold and confidence were computed for
 
     @property
     def best(self) -> Match | None:
@@ -65,7 +94,9 @@ class Engine:
     def from_settings(cls, settings: Settings) -> Engine:
         device = resolve_device(settings.device)
         detector = FaceDetector(device, min_face_size=settings.min_face_size, min_prob=settings.min_detection_prob)
-        embedder = create_embedder(settings.model, device, weights_path=settings.weights_path or None, half=settings.half)
+        embedder = create_embedder(
+            settings.model, device, weights_path=settings.weights_path or None, half=settings.half, flip=settings.flip
+        )
         return cls(
             detector,
             embedder,
@@ -95,13 +126,15 @@ class Engine:
         return self.batcher.detect(image)
 
     def analyze(self, decoded: DecodedImage, max_faces: int) -> list[AnalyzedFace]:
-        """Every face (largest first, at most ``max_faces``) with its embedding."""
-        faces = self.detect(decoded.image)[:max_faces]
+        """Every face (most prominent first, at most ``max_faces``) with its embedding; the order is
+        models.ranking's: visible area, faces cut by the border or unsure ranked down."""
+        faces = rank_faces(self.detect(decoded.image), *decoded.image.size)[:max_faces]
         if not faces:
             return []
         vectors = self.embed([self.embedder.crop(decoded.image, f) for f in faces])
         return [
-            AnalyzedFace(f.scaled(decoded.scale).clipped(decoded.width, decoded.height), v) for f, v in zip(faces, vectors, strict=True)
+            AnalyzedFace(f.scaled(decoded.scale).clipped(decoded.width, decoded.height), v, assess(decoded.image, f))
+            for f, v in zip(faces, vectors, strict=True)
         ]
 
 
@@ -110,13 +143,27 @@ class Recognizer:
         self.engine = engine
         self.gallery = gallery
         self.settings = settings
-        self.default_threshold = (
-            settings.match_threshold if settings.match_threshold is not None else engine.embedder.spec.default_threshold
+        embedder = engine.embedder
+        self.rule = MatchRule(
+            scores=load_score_model(embedder.model_id, embedder.pipeline),
+            false_accept=settings.match_false_accept,
+            fixed=settings.match_threshold,
+            verify_default=embedder.spec.default_threshold,
+        )
+        self.quality_gate = QualityGate(
+            min_eye_distance=settings.quality_min_eye_distance,
+            min_sharpness=settings.quality_min_sharpness,
+            min_visible=settings.quality_min_visible,
+            max_yaw=settings.quality_max_yaw,
         )
 
-    def threshold_or_default(self, threshold: float | None) -> float:
-        """A request's threshold, or the configured / model default when it gave none."""
-        return self.default_threshold if threshold is None else threshold
+    def identify_threshold(self, threshold: float | None = None) -> float:
+        """A request's threshold, or the default rule's for the gallery's current size."""
+        return self.rule.identify_threshold(self.gallery.face_count()) if threshold is None else threshold
+
+    def verify_threshold(self, threshold: float | None = None) -> float:
+        """A request's threshold, or the configured / model default for 1:1 comparisons."""
+        return self.rule.verify_threshold() if threshold is None else threshold
 
     def single_face(self, decoded: DecodedImage, *, pick_largest: bool, label: str = "image") -> AnalyzedFace:
         """The one face of an image: 422 when there is none, or several and the caller did not
@@ -133,24 +180,45 @@ class Recognizer:
         return faces[0]
 
     def teach(
-        self, person_id: str, name: str | None, images: Sequence[DecodedImage], *, pick_largest: bool = False
-    ) -> tuple[Person, list[FaceRecord], bool]:
-        """Add one face example per image; every image is checked before anything is stored."""
-        chosen = [
-            self.single_face(img, pick_largest=pick_largest, label=f"image #{i + 1}" if len(images) > 1 else "image")
-            for i, img in enumerate(images)
-        ]
+        self,
+        person_id: str,
+        name: str | None,
+        images: Sequence[DecodedImage],
+        *,
+        pick_largest: bool = False,
+        check_quality: bool = True,
+    ) -> tuple[Person, list[FaceRecord], bool, list[AnalyzedFace]]:
+        """Add one face example per image; every image is checked (one face, and the quality gate
+        unless ``check_quality`` is off) before anything is stored."""
+        labels = [f"image #{i + 1}" if len(images) > 1 else "image" for i in range(len(images))]
+        chosen = [self.single_face(img, pick_largest=pick_largest, label=label) for img, label in zip(images, labels, strict=True)]
+        if check_quality:
+            for analyzed, label in zip(chosen, labels, strict=True):
+                failed = self.quality_gate.failures(analyzed.quality)
+                if failed:
+                    raise ApiError(
+                        422,
+                        "low_quality_face",
+                        f"the face in the {label} is not good enough to teach from: {'; '.join(failed)}. "
+                        "Send a sharper, larger, frontal, uncut photo, or set quality=off to teach it anyway",
+                    )
         new = [NewFace(a.embedding, img.sha256, a.face.box, a.face.prob) for a, img in zip(chosen, images, strict=True)]
-        return self.gallery.add_faces(person_id, name, new)
+        person, records, created = self.gallery.add_faces(person_id, name, new)
+        return person, records, created, chosen
 
     def identify(self, decoded: DecodedImage, *, threshold: float | None = None, top_k: int | None = None) -> list[IdentifiedFace]:
         faces = self.engine.analyze(decoded, self.settings.max_faces)
-        threshold = self.threshold_or_default(threshold)
         top_k = top_k or self.settings.top_k
         if not faces:
             return []
-        matches = self.gallery.search(np.stack([f.embedding for f in faces]), top_k)
-        return [IdentifiedFace(f.face, f.embedding, m, threshold) for f, m in zip(faces, matches, strict=True)]
+        matches, gallery_faces = self.gallery.search_sized(np.stack([f.embedding for f in faces]), top_k)
+        if threshold is None:
+            threshold = self.rule.identify_threshold(gallery_faces)
+        return [IdentifiedFace(f.face, f.embedding, m, threshold, f.quality, gallery_faces) for f, m in zip(faces, matches, strict=True)]
+
+    def confidence(self, similarity: float, gallery_faces: int) -> float | None:
+        """Calibrated probability that a best match at ``similarity`` is right (matching.py)."""
+        return self.rule.confidence(similarity, gallery_faces)
 
     def verify(
         self, a: DecodedImage, b: DecodedImage, *, threshold: float | None = None
@@ -159,4 +227,4 @@ class Recognizer:
         fa = self.single_face(a, pick_largest=True, label="first image")
         fb = self.single_face(b, pick_largest=True, label="second image")
         similarity = float(np.dot(fa.embedding, fb.embedding))
-        return fa, fb, similarity, self.threshold_or_default(threshold)
+        return fa, fb, similarity, self.verify_threshold(threshold)

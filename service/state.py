@@ -38,7 +38,7 @@ from flask import Blueprint, Request, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from service.errors import ApiError
-from service.gallery import Gallery, StoredFace
+from service.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES, Gallery, StoredFace, pipeline_settings
 from service.inputs import choice_param, clean_id, clean_name, parse_request
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def build_state(gallery: Gallery, generator: str) -> dict[str, Any]:
         "version": VERSION,
         "generator": generator,
         "exported_at": time.time(),
-        "model": {"id": gallery.model_id, "dim": gallery.dim},
+        "model": {"id": gallery.model_id, "dim": gallery.dim, "pipeline": gallery.pipeline},
         "embedding_encoding": EMBEDDING_ENCODING,
         "people": [{"id": p.id, "name": p.name, "created_at": p.created_at} for p in people],
         "faces": [
@@ -156,6 +156,14 @@ def parse_state(data: bytes, gallery: Gallery, max_bytes: int) -> ParsedState:
             409,
             "model_mismatch",
             f"the state holds {model['id']!r} ({model.get('dim')}-D) embeddings; this service runs {gallery.model_id!r} ({gallery.dim}-D)",
+        )
+    pipeline = model.get("pipeline") or LEGACY_PIPELINES.get(model["id"], LEGACY_PIPELINE)  # files from before it was recorded
+    if pipeline != gallery.pipeline:
+        raise ApiError(
+            409,
+            "model_mismatch",
+            f"the state holds {model['id']} embeddings from the pipeline {pipeline!r}; this service runs {gallery.pipeline!r}, "
+            f"whose vectors are not comparable (start a service with {pipeline_settings(pipeline)} to use this file)",
         )
     if doc.get("embedding_encoding") != EMBEDDING_ENCODING:
         raise _invalid(f"'embedding_encoding' must be {EMBEDDING_ENCODING!r}")

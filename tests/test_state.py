@@ -76,10 +76,10 @@ def assert_error(r: Any, status: int, code: str) -> None:
     assert set(r.json) == {"ok", "status", "code", "error"} and r.json["code"] == code
 
 
-def test_file_is_plain_versioned_json(source: dict[str, Any]) -> None:
+def test_file_is_plain_versioned_json(source: dict[str, Any], engine: Engine) -> None:
     doc = json.loads(source["state"])
     assert doc["format"] == "fewface-state" and doc["version"] == 1
-    assert doc["model"] == {"id": "dlib-resnet-v1", "dim": 128}
+    assert doc["model"] == {"id": "dlib-resnet-v1", "dim": 128, "pipeline": engine.embedder.pipeline}
     assert doc["checksum"]["value"] == checksum(doc)
     assert {p["id"] for p in doc["people"]} == set(TAUGHT) and len(doc["faces"]) == 3
     face = doc["faces"][0]
