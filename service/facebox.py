@@ -47,6 +47,7 @@ class FaceboxIdConverter(PathConverter):
     appends the id to the path unescaped, so ``photos/2019/anna.jpg`` or a URL arrive as is)."""
 
     regex = ".+"
+    part_isolating = False  # spans '/' (Werkzeug would infer True from a regex without '/')
 
 
 @bp.record_once
