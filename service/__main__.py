@@ -33,14 +33,14 @@ def main() -> int:
     for name in unsupported_facebox_settings():
         log.warning("%s is a Facebox setting Fewface does not support; ignored (README, Facebox compatibility)", name)
     if settings.state_url:
-        from service.startup_state import StartupStateError, load_startup_state
+        from service.startup_state import StartupStateError, load_startup_state, shown
 
         try:
             load_startup_state(
                 app.extensions["fewface"].gallery, settings.state_url, max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout
             )
         except StartupStateError as exc:
-            log.error("cannot start: state file %s (FEWFACE_STATE_URL / MB_FACEBOX_STATE_URL): %s", settings.state_url, exc)
+            log.error("cannot start: state file %s (FEWFACE_STATE_URL / MB_FACEBOX_STATE_URL): %s", shown(settings.state_url), exc)
             app.extensions["fewface"].engine.close()
             app.extensions["fewface"].gallery.close()
             return 2

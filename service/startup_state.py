@@ -25,6 +25,14 @@ class StartupStateError(RuntimeError):
     """The start-up state file cannot be read or is not valid; nothing was changed."""
 
 
+def shown(source: str) -> str:
+    """``source`` for logs: a URL without its user and password."""
+    parts = urlsplit(source)
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+    return source
+
+
 def read_source(source: str, max_bytes: int, timeout: float) -> bytes:
     """The bytes of a state file named by a path, a ``file://`` URL or an ``http(s)://`` URL (at
     most ``max_bytes``). The URL is the operator's own setting, so private addresses are allowed
@@ -57,12 +65,12 @@ def load_startup_state(gallery: Gallery, source: str, *, max_bytes: int, timeout
     or fails a check; the gallery is then unchanged."""
     people, faces = gallery.counts()
     if people or faces:
-        log.info("start-up state %s not loaded: the gallery already holds %d people, %d faces", source, people, faces)
+        log.info("start-up state %s not loaded: the gallery already holds %d people, %d faces", shown(source), people, faces)
         return False
     data = read_source(source, max_bytes, timeout)
     try:
         summary = import_state(gallery, data, mode="replace", max_bytes=max_bytes)
     except ApiError as exc:
         raise StartupStateError(f"{exc.code}: {exc.message}") from None
-    log.info("start-up state %s loaded: %d people, %d faces", source, summary["total"]["people"], summary["total"]["faces"])
+    log.info("start-up state %s loaded: %d people, %d faces", shown(source), summary["total"]["people"], summary["total"]["faces"])
     return True
