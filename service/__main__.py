@@ -8,7 +8,7 @@ import sys
 
 from models.weights import WeightsNotFoundError
 from service import create_app
-from service.config import ConfigError, Settings
+from service.config import ConfigError, Settings, unsupported_facebox_settings
 from service.gallery import ModelMismatchError
 
 log = logging.getLogger("service")
@@ -30,6 +30,20 @@ def main() -> int:
     except (WeightsNotFoundError, ValueError, RuntimeError) as exc:
         log.error("cannot start: %s", exc)
         return 2
+    for name in unsupported_facebox_settings():
+        log.warning("%s is a Facebox setting Fewface does not support; ignored (README, Facebox compatibility)", name)
+    if settings.state_url:
+        from service.startup_state import StartupStateError, load_startup_state, shown
+
+        try:
+            load_startup_state(
+                app.extensions["fewface"].gallery, settings.state_url, max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout
+            )
+        except StartupStateError as exc:
+            log.error("cannot start: state file %s (FEWFACE_STATE_URL / MB_FACEBOX_STATE_URL): %s", shown(settings.state_url), exc)
+            app.extensions["fewface"].engine.close()
+            app.extensions["fewface"].gallery.close()
+            return 2
     from service.serving import DrainingServer
 
     server = DrainingServer(

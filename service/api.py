@@ -216,7 +216,8 @@ def list_people() -> ResponseReturnValue:
     )
 
 
-@bp.get("/v1/people/<person_id>")
+# <path:...>: ids taught through the Facebox API may hold '/' (file paths, URLs)
+@bp.get("/v1/people/<path:person_id>")
 def get_person(person_id: str) -> ResponseReturnValue:
     try:
         person, faces = recognizer().gallery.get_person(person_id)
@@ -225,7 +226,7 @@ def get_person(person_id: str) -> ResponseReturnValue:
     return jsonify({"ok": True, "person": person_json(person), "faces": [record_json(f) for f in faces]})
 
 
-@bp.patch("/v1/people/<person_id>")
+@bp.patch("/v1/people/<path:person_id>")
 def rename_person(person_id: str) -> ResponseReturnValue:
     data = parse_request(request, [])
     if "name" not in data.params:
@@ -238,7 +239,7 @@ def rename_person(person_id: str) -> ResponseReturnValue:
     return jsonify({"ok": True, "person": person_json(person)})
 
 
-@bp.delete("/v1/people/<person_id>")
+@bp.delete("/v1/people/<path:person_id>")
 def delete_person(person_id: str) -> ResponseReturnValue:
     try:
         removed = recognizer().gallery.delete_person(person_id)
@@ -247,7 +248,7 @@ def delete_person(person_id: str) -> ResponseReturnValue:
     return jsonify({"ok": True, "deleted": person_id, "faces_deleted": removed})
 
 
-@bp.delete("/v1/people/<person_id>/faces/<int:face_id>")
+@bp.delete("/v1/people/<path:person_id>/faces/<int:face_id>")
 def delete_face(person_id: str, face_id: int) -> ResponseReturnValue:
     try:
         recognizer().gallery.delete_face(person_id, face_id)

@@ -16,6 +16,29 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used."""
 
 
+# Machine Box Facebox's container settings that have a Fewface equivalent (README, Facebox
+# compatibility). A non-empty FEWFACE_* variable wins over its alias.
+FACEBOX_ALIASES = {"MB_FACEBOX_STATE_URL": "FEWFACE_STATE_URL"}  # plus MB_BASICAUTH_USER + _PASS -> FEWFACE_BASIC_AUTH
+FACEBOX_UNSUPPORTED = ("MB_KEY", "MB_WORKERS", "MB_FACEBOX_DISABLE_RECOGNITION", "MB_FACEBOX_REDIS", "MB_FACEBOX_REDIS_DB")
+
+
+def facebox_aliases(env: Mapping[str, str]) -> dict[str, str]:
+    """FEWFACE_* values derived from Facebox's MB_* variables in ``env``."""
+    out = {fewface: env[mb].strip() for mb, fewface in FACEBOX_ALIASES.items() if env.get(mb, "").strip()}
+    user, password = env.get("MB_BASICAUTH_USER", ""), env.get("MB_BASICAUTH_PASS", "")
+    if user or password:
+        if not user or not password or ":" in user:
+            raise ConfigError("MB_BASICAUTH_USER (without ':') and MB_BASICAUTH_PASS must be set together")
+        out["FEWFACE_BASIC_AUTH"] = f"{user}:{password}"
+    return out
+
+
+def unsupported_facebox_settings(env: Mapping[str, str] | None = None) -> list[str]:
+    """Facebox settings present in ``env`` that Fewface ignores (logged at start)."""
+    env = os.environ if env is None else env
+    return [name for name in FACEBOX_UNSUPPORTED if env.get(name, "").strip()]
+
+
 def _setting(env: str, default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc})
 
@@ -86,6 +109,11 @@ class Settings:
     basic_auth: str = _setting(
         "FEWFACE_BASIC_AUTH", "", "`user:password`; when set, requests may use HTTP basic auth (as Facebox's `MB_BASICAUTH_*`)."
     )
+    state_url: str = _setting(
+        "FEWFACE_STATE_URL",
+        "",
+        "State file (path, `file://` or `http(s)://` URL) loaded at start into an empty gallery (Facebox's `MB_FACEBOX_STATE_URL`).",
+    )
     allow_private_urls: bool = _setting(
         "FEWFACE_ALLOW_PRIVATE_URLS", False, "Let `url` inputs reach private, loopback, link-local and reserved addresses."
     )
@@ -110,9 +138,12 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``env`` (default ``os.environ``); ``overrides`` win over both."""
         env = os.environ if env is None else env
+        aliases = facebox_aliases(env)
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
+            if raw is None or raw.strip() == "":
+                raw = aliases.get(f.metadata["env"])
             if raw is not None and raw.strip() != "":
                 values[f.name] = _parse(f.name, f.default, raw.strip())
         values.update(overrides)

@@ -16,7 +16,8 @@ from service.errors import ApiError
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 MAX_NAME_LENGTH = 256
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = 128  # native ids: one URL path segment
+MAX_FACEBOX_ID_LENGTH = 2048  # Facebox ids: file names, paths and URLs (the Go SDK's TeachURL uses the URL as id)
 _JOINERS = frozenset("\u200c\u200d")  # zero-width (non-)joiner: part of emoji sequences and of names in many scripts
 
 
@@ -123,9 +124,20 @@ def clean_name(value: Any) -> str:
 
 
 def clean_id(value: Any) -> str:
+    """A native person id (``/v1/people/<id>/faces``): one path segment, at most 128 characters."""
     text = _clean_text(value, "id", MAX_ID_LENGTH)
     if "/" in text or text != value:
         raise ApiError(400, "invalid_id", "id must not contain '/' or surrounding spaces")
+    return text
+
+
+def clean_facebox_id(value: Any) -> str:
+    """Any person id a gallery may hold: native ids, and Facebox ids, which may contain '/' and be
+    up to 2048 characters (Facebox apps use file paths and URLs as ids). No control, format,
+    private-use or unassigned characters, no surrounding spaces."""
+    text = _clean_text(value, "id", MAX_FACEBOX_ID_LENGTH)
+    if text != value:
+        raise ApiError(400, "invalid_id", "id must not have surrounding spaces")
     return text
 
 

@@ -179,6 +179,17 @@ class Recognizer:
             )
         return faces[0]
 
+    def check_quality(self, analyzed: AnalyzedFace, label: str) -> None:
+        """422 low_quality_face naming every failed test when the face fails the teach gate."""
+        failed = self.quality_gate.failures(analyzed.quality)
+        if failed:
+            raise ApiError(
+                422,
+                "low_quality_face",
+                f"the face in the {label} is not good enough to teach from: {'; '.join(failed)}. "
+                "Send a sharper, larger, frontal, uncut photo, or set quality=off to teach it anyway",
+            )
+
     def teach(
         self,
         person_id: str,
@@ -194,14 +205,7 @@ class Recognizer:
         chosen = [self.single_face(img, pick_largest=pick_largest, label=label) for img, label in zip(images, labels, strict=True)]
         if check_quality:
             for analyzed, label in zip(chosen, labels, strict=True):
-                failed = self.quality_gate.failures(analyzed.quality)
-                if failed:
-                    raise ApiError(
-                        422,
-                        "low_quality_face",
-                        f"the face in the {label} is not good enough to teach from: {'; '.join(failed)}. "
-                        "Send a sharper, larger, frontal, uncut photo, or set quality=off to teach it anyway",
-                    )
+                self.check_quality(analyzed, label)
         new = [NewFace(a.embedding, img.sha256, a.face.box, a.face.prob) for a, img in zip(chosen, images, strict=True)]
         person, records, created = self.gallery.add_faces(person_id, name, new)
         return person, records, created, chosen

@@ -39,7 +39,7 @@ from flask.typing import ResponseReturnValue
 
 from service.errors import ApiError
 from service.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES, Gallery, StoredFace, pipeline_settings
-from service.inputs import choice_param, clean_id, clean_name, parse_request
+from service.inputs import choice_param, clean_facebox_id, clean_name, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _people(items: list[Any]) -> list[tuple[str, str, float]]:
         if not isinstance(item, dict):
             raise _invalid(f"{where} must be an object")
         try:
-            person_id, name = clean_id(item.get("id")), clean_name(item.get("name"))
+            person_id, name = clean_facebox_id(item.get("id")), clean_name(item.get("name"))
         except ApiError as exc:
             raise _invalid(f"{where}: {exc.message}") from None
         if name != item.get("name"):

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from service import create_app
 from service.config import Settings
-from service.facebox import person_id_for
+from service.facebox import name_slug
 from service.recognizer import Engine
 from tests.conftest import no_face_image, photo
 from tests.loopback import Loopback, Route, loopback_server
@@ -104,8 +104,8 @@ def test_errors_keep_one_shape_that_facebox_clients_read_as_failure(fb: FlaskCli
         fb.post("/facebox/check", data={}),
         fb.delete("/facebox/teach/nobody"),
     ):
-        assert r.status_code >= 400 and "success" not in r.json and r.json["ok"] is False
-        assert set(r.json) == {"ok", "status", "code", "error"} and r.json["error"]
+        assert r.status_code >= 400 and r.json["success"] is False and r.json["ok"] is False
+        assert set(r.json) == {"success", "ok", "status", "code", "error"} and r.json["error"]
     assert fb.get("/v1/people").json == before
 
 
@@ -164,7 +164,77 @@ def test_state_download_and_upload(fb: FlaskClient, engine: Engine, tmp_path: Pa
 def test_info_and_id_mapping(fb: FlaskClient) -> None:
     info = fb.get("/info", headers=ACCEPT).json
     assert info["name"] == "facebox" and info["status"] == "ready" and isinstance(info["version"], int) and "fewface" in info["build"]
-    assert person_id_for(None, "John Lennon") == "john-lennon"
-    assert person_id_for("", "Zoë  O'Brien") == "zoë-o-brien"
-    assert person_id_for("john1.jpg", "John Lennon") == "john1.jpg"
-    assert person_id_for(None, "!!!").startswith("person-")
+    assert name_slug("John Lennon") == "john-lennon"
+    assert name_slug("Zoë  O'Brien") == "zoë-o-brien"
+    assert name_slug("!!!").startswith("person-")
+
+
+def _b64(name: str) -> str:
+    return base64.b64encode(photo(name)).decode()
+
+
+def test_overflowing_or_non_unit_faceprints_are_refused(client: FlaskClient) -> None:
+    """Issue 11: a faceprint whose float32 norm overflows (and any faceprint not of unit length)
+    is a 400 invalid_faceprint on every route that takes one, and nothing changes."""
+    good = client.post("/facebox/check", json={"base64": _b64("img27.jpg"), "faceprint": True}).json["faces"][0]["faceprint"]
+    assert client.post("/facebox/teach", json={"faceprint": good, "name": "Zero", "id": "p00"}).status_code == 200
+    before = client.get("/v1/people").json
+    huge = base64.b64encode(np.full(128, np.finfo(np.float32).max, "<f4").tobytes()).decode()
+    double = base64.b64encode((2 * np.frombuffer(base64.b64decode(good), "<f4")).astype("<f4").tobytes()).decode()
+    for bad in (huge, double):
+        for r in (
+            client.post("/facebox/teach", json={"faceprint": bad, "name": "Bad", "id": "bad"}),
+            client.post("/facebox/teach", data={"faceprint": bad, "name": "Bad", "id": "p00"}),
+            client.post("/facebox/check", json={"faceprints": [good, bad]}),
+            client.post("/facebox/faceprint/check", json={"faceprints": [bad]}),
+            client.post("/facebox/faceprint/compare", json={"target": bad, "faceprints": [good]}),
+            client.post("/facebox/faceprint/compare", json={"target": good, "faceprints": [bad]}),
+        ):
+            assert r.status_code == 400 and r.json["code"] == "invalid_faceprint" and r.json["success"] is False, r.json
+    assert client.get("/v1/people").json == before
+
+
+def test_teach_by_name_never_merges_different_names(client: FlaskClient) -> None:
+    """Issue 11: names that differ only in case or punctuation are different people; teaching a
+    name again adds to the person of exactly that name; nobody is renamed."""
+    first = client.post("/facebox/teach", data={"base64": _b64("img24.jpg"), "name": "Mary-Ann Smith", "id": ""}).json
+    second = client.post("/facebox/teach", data={"base64": _b64("img22.jpg"), "name": "MARY ANN SMITH"}).json
+    third = client.post("/facebox/teach", json={"base64": _b64("img25.jpg"), "name": "Mary-Ann Smith"}).json
+    assert first["id"] == "mary-ann-smith" and first["created"] is True
+    assert second["id"].startswith("mary-ann-smith-") and second["created"] is True and second["name"] == "MARY ANN SMITH"
+    assert third == {"success": True, "id": "mary-ann-smith", "name": "Mary-Ann Smith", "created": False}
+    people = {p["id"]: (p["name"], p["face_count"]) for p in client.get("/v1/people").json["people"]}
+    assert people == {"mary-ann-smith": ("Mary-Ann Smith", 2), second["id"]: ("MARY ANN SMITH", 1)}
+    for file, name in (("img25.jpg", "Mary-Ann Smith"), ("img23.jpg", "MARY ANN SMITH")):
+        face = client.post("/facebox/check", json={"base64": _b64(file)}).json["faces"][0]
+        assert face["matched"] and face["name"] == name
+    # renamed away, the name no longer lives there: a new teach by it is a new person, not a merge
+    assert client.patch("/facebox/teach/mary-ann-smith", data={"name": "Mary Smith"}).status_code == 200
+    fourth = client.post("/facebox/teach", json={"base64": _b64("img29.jpg"), "name": "Mary-Ann Smith"}).json
+    assert fourth["created"] is True and fourth["id"] not in people
+    assert client.get("/v1/people/mary-ann-smith").json["person"]["name"] == "Mary Smith"
+
+
+def test_ids_with_slashes_everywhere(client: FlaskClient) -> None:
+    """Facebox ids may be paths and URLs: taught, found, renamed and removed through the Facebox
+    routes, and reachable through the native per-person routes too."""
+    for pid, file in (
+        ("photos/2019/anna.jpg", "img5.jpg"),
+        ("/abs/path/p.jpg", "img27.jpg"),
+        ("https://x.example/a.jpg?s=1#f", "img50.jpg"),
+    ):
+        r = client.post("/facebox/teach", data={"base64": _b64(file), "name": "N " + file, "id": pid})
+        assert r.status_code == 200 and r.json["id"] == pid, r.json
+    face = client.post("/facebox/check", json={"base64": _b64("img10.jpg")}).json["faces"][0]
+    assert face["id"] == "photos/2019/anna.jpg"
+    assert client.get("/facebox/similar", query_string={"id": "photos/2019/anna.jpg"}).json["similarCount"] == 2
+    assert client.get("/v1/people/photos/2019/anna.jpg").json["person"]["id"] == "photos/2019/anna.jpg"
+    assert client.patch("/facebox/teach/photos/2019/anna.jpg", data={"name": "Anna"}).json == {"success": True}
+    assert client.get("/v1/people/photos%2F2019%2Fanna.jpg").json["person"]["name"] == "Anna"
+    assert client.delete("/facebox/teach//abs/path/p.jpg").json == {"success": True}
+    assert client.delete("/facebox/teach/https://x.example/a.jpg%3Fs=1%23f").json == {"success": True}
+    assert client.delete("/v1/people/photos/2019/anna.jpg").json["deleted"] == "photos/2019/anna.jpg"
+    assert client.get("/v1/people").json["total"] == 0
+    # native teach ids stay one path segment; refused ids are clear 400s
+    assert client.post("/facebox/teach", data={"base64": _b64("img5.jpg"), "name": "N", "id": " x"}).json["code"] == "invalid_id"
+    assert client.post("/facebox/teach", data={"base64": _b64("img5.jpg"), "name": "N", "id": "x" * 2049}).json["code"] == "invalid_id"
