@@ -25,6 +25,7 @@ pair's score is the dot product of the two unit vectors, as ``/v1/verify`` compu
 from __future__ import annotations
 
 import argparse
+import pickle
 import tempfile
 import time
 from collections import defaultdict
@@ -181,6 +182,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="concurrent photos (the micro-batcher batches them)")
     parser.add_argument("--fit", action="store_true", help="write the shipped score tables for this pipeline (all folds)")
     parser.add_argument("--repeats", type=int, default=5, help="random galleries per size")
+    parser.add_argument("--cache", type=Path, help="keep the analysed faces in this pickle (reused when the pipeline matches)")
     args = parser.parse_args()
 
     settings = Settings.from_env()
@@ -192,7 +194,15 @@ def main() -> None:
         pairs = read_pairs(args.root)
         photos = sorted(str(p.relative_to(args.root / "people")) for p in (args.root / "people").glob("*/*.jpg"))
         started = time.perf_counter()
-        faces = analyze_all(recognizer, args.root, photos, args.workers)
+        key = (engine.model_id, engine.embedder.pipeline)
+        cached = pickle.loads(args.cache.read_bytes()) if args.cache and args.cache.is_file() else None
+        if cached is not None and cached[0] == key:
+            faces = cached[1]
+            print(f"analysed faces read from {args.cache}")
+        else:
+            faces = analyze_all(recognizer, args.root, photos, args.workers)
+            if args.cache:
+                args.cache.write_bytes(pickle.dumps((key, faces)))
         elapsed = time.perf_counter() - started
         gallery.close()
     engine.close()

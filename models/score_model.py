@@ -10,9 +10,11 @@ From them, for a gallery of ``n`` faces:
   threshold is the impostor score whose tail probability is 1 - (1 - target)^(1/n). The threshold
   rises with the gallery: about one decade of p per tenfold more faces.
 - ``confidence(s, n)``: the probability that a best match at similarity ``s`` is the right person,
-  for a probe that is a taught person or a stranger with equal prior odds: g(s) / (g(s) + h_n(s)),
-  with g the genuine score density and h_n the density of a stranger's best of ``n`` impostor
-  scores; made non-decreasing in ``s``.
+  for a probe that is a taught person or a stranger with equal prior odds. With G, g the genuine
+  score CDF and density and F, f the impostor's: right = g(s) F(s) (the person's own example wins
+  over the n - 1 others), wrong = f(s) ((n - 1) G(s) + n F(s)) (another person's example wins, or
+  a stranger's best of n), confidence = right / (right + wrong) (common factor F^(n-2) dropped),
+  made non-decreasing in ``s``.
 
 The impostor tail is tabulated where the data has samples (log10 p against score) and extended
 beyond the last measured point along the straight line through the last decades, which is how
@@ -79,13 +81,13 @@ class ScoreModel:
         imp = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]  # descending
         levels = np.arange(-0.25, math.log10(_MIN_TAIL_SAMPLES / len(imp)), -0.25)
         counts = np.maximum(1, np.round(10.0**levels * len(imp)).astype(int))
-        scores = imp[counts - 1]
-        keep = np.concatenate([[True], np.diff(scores) < 0])  # strictly decreasing in score order
+        scores = imp[counts - 1]  # increasing, as the tail probability (levels) decreases
+        keep = np.concatenate([[True], np.diff(scores) > 0])
         probs = np.linspace(0.001, 0.999, 999)
         return cls(
             source=source,
-            tail_scores=tuple(float(round(x, 6)) for x in scores[keep][::-1]),
-            tail_log10=tuple(float(round(x, 4)) for x in levels[keep][::-1]),
+            tail_scores=tuple(float(round(x, 6)) for x in scores[keep]),
+            tail_log10=tuple(float(round(x, 4)) for x in levels[keep]),
             genuine_quantiles=tuple(float(round(x, 6)) for x in np.quantile(genuine, probs)),
             genuine_probs=tuple(float(round(x, 4)) for x in probs),
         )
@@ -113,16 +115,18 @@ def load_score_model(model_id: str, pipeline: str) -> ScoreModel | None:
 @cache
 def _confidence_table(model: ScoreModel, n: int) -> np.ndarray:
     step = _GRID[1] - _GRID[0]
-    # genuine density: derivative of the tabulated CDF, smoothed over +-0.01
-    cdf = np.interp(_GRID, model.genuine_quantiles, model.genuine_probs, left=0.0, right=1.0)
+    # genuine score CDF G and density g (derivative of the tabulated CDF, smoothed over +-0.01)
+    big_g = np.interp(_GRID, model.genuine_quantiles, model.genuine_probs, left=0.0, right=1.0)
     width = round(0.01 / step)
-    g = (np.roll(cdf, -width) - np.roll(cdf, width)) / (2 * width * step)
-    # density of a stranger's best of n impostor scores: d/ds (1 - p(s))^n
+    g = np.clip((np.roll(big_g, -width) - np.roll(big_g, width)) / (2 * width * step), 0.0, None)
+    # impostor CDF F = 1 - p and density f = -dp/ds
     p = 10.0 ** model.tail_log10_at(_GRID)
-    best_below = np.exp(n * np.log1p(-np.minimum(p, 1 - 1e-12)))
-    h = np.gradient(best_below, step)
+    big_f = 1.0 - p
+    f = np.clip(-np.gradient(p, step), 0.0, None)
+    right = g * big_f  # a taught person whose own example beats the n - 1 others (common factor F^(n-2) dropped)
+    wrong = f * ((n - 1) * big_g + n * big_f)  # another person beats them, or a stranger's best of n
     with np.errstate(invalid="ignore", divide="ignore"):
-        posterior = np.where(g + h > 0, g / (g + h), np.nan)
-    # where neither density has mass: 0 below the genuine scores, 1 above the impostors
+        posterior = np.where(right + wrong > 0, right / (right + wrong), np.nan)
+    # where neither has any density: 0 below the genuine scores, 1 above them
     posterior = np.where(np.isnan(posterior), np.where(_GRID < model.genuine_quantiles[0], 0.0, 1.0), posterior)
     return np.maximum.accumulate(np.clip(posterior, 0.0, 1.0))
