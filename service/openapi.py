@@ -105,8 +105,14 @@ _SCHEMAS: dict[str, Any] = {
             "person_id": {"type": "string"},
             "name": {"type": "string"},
             "similarity": {"type": "number"},
+            "confidence": {"type": "number", "description": "calibrated probability that this is the right person"},
             "face_id": {"type": "integer"},
         },
+    },
+    "Quality": {
+        "type": "object",
+        "description": "eye distance (px), sharpness, visible share of the box, yaw (0 frontal, ~1 profile)",
+        "properties": {k: {"type": "number"} for k in ("eye_distance", "sharpness", "visible", "yaw")},
     },
     "Face": {
         "type": "object",
@@ -122,9 +128,11 @@ _SCHEMAS: dict[str, Any] = {
             {
                 "type": "object",
                 "properties": {
+                    "quality": _ref("Quality"),
                     "matched": {"type": "boolean"},
                     "match": {"oneOf": [_ref("Match"), {"type": "null"}]},
                     "similarity": {"type": ["number", "null"]},
+                    "confidence": {"type": ["number", "null"]},
                     "candidates": {"type": "array", "items": _ref("Match")},
                 },
             },
