@@ -49,6 +49,11 @@ def _r(x: float, digits: int = 6) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), digits)
 
 
+def _rate(x: float) -> float | None:
+    """A rate or chance to 6 significant digits (small rates keep their precision)."""
+    return None if x is None or not math.isfinite(x) else float(f"{float(x):.6g}")
+
+
 def _up(t: float) -> float:
     """A threshold for display, rounded UP to 4 decimals: a rounded threshold is never laxer."""
     shown = math.ceil(t * 10_000) / 10_000
@@ -140,10 +145,10 @@ def build_report(
         return [
             {
                 "threshold": _r(t, 4),
-                "far": _r(a),
-                "frr": _r(b),
-                "stranger_chance": _r(stranger_chance(c, gallery_size)),
-                "miss_rate": _r(d),
+                "far": _rate(a),
+                "frr": _rate(b),
+                "stranger_chance": _rate(stranger_chance(c, gallery_size)),
+                "miss_rate": _rate(d),
             }
             for t, a, b, c, d in zip(thresholds, far, frr, draw_far, miss, strict=True)
         ]
@@ -158,8 +163,8 @@ def build_report(
             {
                 "target": target,
                 "threshold": shown,
-                "per_comparison_far": _r(d.per_draw_far, 9),
-                "expected_impostor_scores_above": _r(d.expected_above, 3),
+                "per_comparison_far": _rate(d.per_draw_far),
+                "expected_impostor_scores_above": _rate(d.expected_above),
                 "resolved": d.resolved,
                 "far": row["far"],
                 "frr": row["frr"],
@@ -213,8 +218,8 @@ def build_report(
         "probes": {"genuine": len(probe_genuine), "impostor": len(probe_impostor)},
         "current_threshold": _r(current_threshold, 4),
         "current": rates_at(np.array([current_threshold]))[0],
-        "eer": {"rate": _r(eer), "threshold": _r(eer_threshold, 4)},
-        "best_accuracy": {"threshold": _r(best_t, 4), "accuracy": _r(best_acc)},
+        "eer": {"rate": _rate(eer), "threshold": _r(eer_threshold, 4)},
+        "best_accuracy": {"threshold": _r(best_t, 4), "accuracy": _rate(best_acc)},
         "targets": target_rows,
         "scores": {
             "genuine": _summary(genuine),
