@@ -48,11 +48,26 @@ def _as_matrix(embeddings: np.ndarray) -> np.ndarray:
     return e
 
 
-def _subsample(total: int, cap: int, seed: int) -> np.ndarray | None:
-    """Sorted ordinals of ``cap`` items out of ``total`` (deterministic for a seed), or None for all."""
-    if total <= cap:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(total, size=cap, replace=False, shuffle=False))
+class _Sampler:
+    """A deterministic random subsample of at most ``cap`` of ``total`` items seen block by
+    block: each item is kept with probability a little above cap / total (6 standard
+    deviations of margin), then the surplus is dropped at random, so exactly ``cap`` remain
+    (fewer only with negligible probability). O(total) time, no O(total) memory."""
+
+    def __init__(self, total: int, cap: int, seed: int) -> None:
+        self.cap = max(0, int(cap))
+        self.rng = np.random.default_rng(seed)
+        self.p = 1.0 if total <= self.cap else min(1.0, (self.cap + 6 * math.sqrt(self.cap) + 10) / total)
+        self.parts: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        self.parts.append(block if self.p >= 1 else block[self.rng.random(len(block)) < self.p])
+
+    def result(self) -> np.ndarray:
+        out = _concat(self.parts)
+        if len(out) > self.cap:
+            out = np.delete(out, self.rng.choice(len(out), len(out) - self.cap, replace=False))
+        return out
 
 
 def pair_scores(
@@ -60,8 +75,8 @@ def pair_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(genuine, impostor) float64 scores over the unordered pairs i < j of ``embeddings``:
     genuine = every same-label pair, impostor = every different-label pair, or, above
-    ``max_impostor_pairs``, a random subsample of that size (the same one for the same seed).
-    Pairs are enumerated row by row (i, then j), so the output order is deterministic.
+    ``max_impostor_pairs``, a random subsample of that size (the same one for the same seed,
+    in pair order: row by row, i then j).
     Computed in blocks of rows: memory is O(block x n), not O(n^2)."""
     e = _as_matrix(embeddings)
     n = len(e)
@@ -69,24 +84,16 @@ def pair_scores(
     sizes = np.bincount(codes) if n else np.zeros(0, dtype=np.int64)
     genuine_total = int((sizes * (sizes - 1) // 2).sum())
     impostor_total = n * (n - 1) // 2 - genuine_total
-    chosen = _subsample(impostor_total, max(0, int(max_impostor_pairs)), seed)
+    impostor = _Sampler(impostor_total, max_impostor_pairs, seed)
     genuine: list[np.ndarray] = []
-    impostor: list[np.ndarray] = []
-    seen = 0  # impostor pairs enumerated so far (ordinal of the next one)
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(n, start + _BLOCK_ROWS)
         sims = e[start:stop] @ e[start:].T  # columns start.. n-1: only the upper triangle is needed
         upper = np.arange(start, n)[None, :] > np.arange(start, stop)[:, None]
         same = codes[start:stop, None] == codes[None, start:]
         genuine.append(sims[upper & same])
-        block = sims[upper & ~same]  # row-major: ordinals seen .. seen + len(block)
-        if chosen is None:
-            impostor.append(block)
-        else:
-            lo, hi = np.searchsorted(chosen, [seen, seen + len(block)])
-            impostor.append(block[chosen[lo:hi] - seen])
-        seen += len(block)
-    return _concat(genuine), _concat(impostor)
+        impostor.add(sims[upper & ~same])
+    return _concat(genuine), impostor.result()
 
 
 def person_best_scores(
@@ -106,10 +113,8 @@ def person_best_scores(
     starts = np.searchsorted(codes, np.arange(people))
     sizes = np.bincount(codes, minlength=people)
     impostor_total = n * (people - 1)
-    chosen = _subsample(impostor_total, max(0, int(max_impostor_draws)), seed)
+    impostor = _Sampler(impostor_total, max_impostor_draws, seed)
     genuine: list[np.ndarray] = []
-    impostor: list[np.ndarray] = []
-    seen = 0
     for start in range(0, n, _BLOCK_ROWS):
         stop = min(n, start + _BLOCK_ROWS)
         sims = e[start:stop] @ e.T
@@ -120,14 +125,8 @@ def person_best_scores(
         has_other = sizes[own] >= 2
         genuine.append(best[local, own][has_other])
         best[local, own] = np.nan
-        block = best[~np.isnan(best)]  # row-major, people - 1 per row
-        if chosen is None:
-            impostor.append(block)
-        else:
-            lo, hi = np.searchsorted(chosen, [seen, seen + len(block)])
-            impostor.append(block[chosen[lo:hi] - seen])
-        seen += len(block)
-    return _concat(genuine), _concat(impostor)
+        impostor.add(best[~np.isnan(best)])  # row-major, people - 1 per row
+    return _concat(genuine), impostor.result()
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
@@ -141,14 +140,19 @@ def _scores(values: np.ndarray | Sequence[float], what: str) -> np.ndarray:
     return a
 
 
+def _sorted(a: np.ndarray) -> np.ndarray:
+    """``a`` ascending; scores sorted once by the caller are not sorted again."""
+    return a if len(a) < 2 or bool((a[1:] >= a[:-1]).all()) else np.sort(a)
+
+
 # -- rates -----------------------------------------------------------------------------------
 def far_frr(
     genuine: np.ndarray | Sequence[float], impostor: np.ndarray | Sequence[float], thresholds: np.ndarray | Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each threshold t: FAR = share of impostor scores >= t, FRR = share of genuine scores
     < t (NaN where that score set is empty)."""
-    g = np.sort(_scores(genuine, "genuine"))
-    i = np.sort(_scores(impostor, "impostor"))
+    g = _sorted(_scores(genuine, "genuine"))
+    i = _sorted(_scores(impostor, "impostor"))
     t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     far = (len(i) - np.searchsorted(i, t, side="left")) / len(i) if len(i) else np.full(len(t), np.nan)
     frr = np.searchsorted(g, t, side="left") / len(g) if len(g) else np.full(len(t), np.nan)

@@ -133,8 +133,9 @@ def build_report(
     used = _sample_people(sizes, max_examples, seed)
     labels = [p for p in used for _ in range(sizes[p])]
     embeddings = np.concatenate([arrays[p] for p in used])
-    genuine, impostor = pair_scores(embeddings, labels, seed=seed)
-    probe_genuine, probe_impostor = person_best_scores(embeddings, labels, seed=seed)
+    # sorted once: every rate below is a binary search into these
+    genuine, impostor = (np.sort(a) for a in pair_scores(embeddings, labels, seed=seed))
+    probe_genuine, probe_impostor = (np.sort(a) for a in person_best_scores(embeddings, labels, seed=seed))
 
     eer, eer_threshold = equal_error_rate(genuine, impostor)
     best_t, best_acc = best_accuracy_threshold(genuine, impostor)

@@ -54,6 +54,10 @@ def test_pair_scores_subsample_is_deterministic_subset() -> None:
     _, c = pair_scores(e, labels, max_impostor_pairs=1000, seed=8)
     assert len(a) == 1000 and np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.isin(a, everything).all()
+    _, nearly = pair_scores(e, labels, max_impostor_pairs=len(everything) - 1)
+    assert len(nearly) == len(everything) - 1 and np.isin(nearly, everything).all()
+    _, draws = person_best_scores(e, labels, max_impostor_draws=500, seed=1)
+    assert len(draws) == 500
 
 
 def test_pair_scores_edge_cases() -> None:
