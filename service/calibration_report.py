@@ -94,14 +94,14 @@ def _sample_people(sizes: dict[str, int], max_examples: int, seed: int) -> list[
     return sorted(chosen)
 
 
-def _grid(genuine: np.ndarray, impostor: np.ndarray, extra: Iterable[float]) -> np.ndarray:
-    """Thresholds in steps of 0.01 (0.02 over wide ranges) from around the impostor median /
-    the lowest genuine scores up to the highest score."""
+def _grid(genuine: np.ndarray, impostor: np.ndarray, extra: Iterable[float], fine: bool = False) -> np.ndarray:
+    """Thresholds in steps of 0.01 (0.02 over wide ranges; a quarter of that when ``fine``)
+    from around the impostor median / the lowest genuine scores up to the highest score."""
     lo = min(float(np.median(impostor)), float(np.percentile(genuine, 1)), *extra)
     hi = max(float(genuine.max()), float(impostor.max()), *extra)
     lo, hi = math.floor(lo * 100) / 100, min(1.0, math.ceil(hi * 100) / 100)
-    step = 0.01 if hi - lo <= 1.0 else 0.02
-    return np.round(np.arange(lo, hi + step / 2, step), 2)
+    step = (0.01 if hi - lo <= 1.0 else 0.02) / (4 if fine else 1)
+    return np.round(np.arange(lo, hi + step / 2, step), 4)
 
 
 def build_report(
@@ -204,7 +204,7 @@ def build_report(
         )
 
     extra = [current_threshold, *[r["threshold"] for r in target_rows]]
-    grid = _grid(genuine, impostor, [x for x in extra if -1 <= x <= 1])
+    extra = [x for x in extra if -1 <= x <= 1]
     all_scores = np.concatenate([genuine, impostor])
     lo, hi = math.floor(all_scores.min() * 100) / 100, math.ceil(all_scores.max() * 100) / 100
     width = 0.005 if hi - lo <= 0.4 else 0.01 if hi - lo <= 1 else 0.02
@@ -233,7 +233,8 @@ def build_report(
             "genuine": np.histogram(genuine, edges)[0].tolist(),
             "impostor": np.histogram(impostor, edges)[0].tolist(),
         },
-        "table": rates_at(grid),
+        "table": rates_at(_grid(genuine, impostor, extra)),
+        "curve": rates_at(_grid(genuine, impostor, extra, fine=True)),
         "warnings": warnings,
     }
 
@@ -278,7 +279,7 @@ def plot_report(report: Mapping[str, Any], path_or_buffer: str | IO[bytes] | Any
         counts = np.asarray(report["histogram"][key], dtype=np.float64)
         density = counts / max(1.0, counts.sum()) / widths
         hist_ax.stairs(density, edges, fill=True, alpha=0.45, color=color, label=f"{label} ({int(counts.sum())} pairs)")
-    table = report["table"]
+    table = report.get("curve") or report["table"]
     t = np.array([row["threshold"] for row in table], dtype=np.float64)
 
     def col(key: str) -> np.ndarray:
@@ -288,11 +289,11 @@ def plot_report(report: Mapping[str, Any], path_or_buffer: str | IO[bytes] | Any
     rate_ax.plot(t, col("frr"), color="tab:green", label="FRR (pair)")
     rate_ax.plot(t, col("stranger_chance"), color="tab:purple", linestyle="--", label=f"stranger named (N={report['gallery_size']})")
     rate_ax.plot(t, col("miss_rate"), color="tab:olive", linestyle="--", label="photo missed")
-    marks = [(report["current_threshold"], "black", "-", f"current {report['current_threshold']:.3f}")]
-    marks.append((report["eer"]["threshold"], "grey", ":", f"EER {report['eer']['rate']:.1%} at {report['eer']['threshold']:.3f}"))
+    marks = [(report["current_threshold"], "black", "-", f"current {report['current_threshold']:.4f}")]
+    marks.append((report["eer"]["threshold"], "grey", ":", f"EER {report['eer']['rate']:.2%} at {report['eer']['threshold']:.4f}"))
     for row in report["targets"]:
         mark = "" if row["resolved"] else " (unresolved)"
-        marks.append((row["threshold"], "tab:blue", "--", f"{row['target']:.0%} stranger: {row['threshold']:.3f}{mark}"))
+        marks.append((row["threshold"], "tab:blue", "--", f"{row['target']:.3g} chance to name a stranger: {row['threshold']:.4f}{mark}"))
     for ax in (hist_ax, rate_ax):
         for x, color, style, label in marks:
             ax.axvline(x, color=color, linestyle=style, linewidth=1, label=label if ax is hist_ax else None)
@@ -304,8 +305,9 @@ def plot_report(report: Mapping[str, Any], path_or_buffer: str | IO[bytes] | Any
     )
     hist_ax.legend(fontsize=8, loc="upper left")
     rate_ax.set_xlabel("threshold (match when similarity >= threshold)")
-    rate_ax.set_ylabel("rate")
-    rate_ax.set_ylim(-0.02, 1.02)
+    rate_ax.set_ylabel("rate (linear below 0.001, log above)")
+    rate_ax.set_yscale("symlog", linthresh=1e-3)
+    rate_ax.set_ylim(0, 1.05)
     lo = min(float(t.min()), *(m[0] for m in marks)) - 0.01
     hi = max(float(t.max()), *(m[0] for m in marks)) + 0.01
     rate_ax.set_xlim(lo, hi)

@@ -82,7 +82,9 @@ def test_report_over_the_gallery(taught: tuple[Flask, Path], client: FlaskClient
     assert len(hist["edges"]) == len(hist["genuine"]) + 1
     table = report["table"]
     assert len(table) >= 5
-    assert all(a["far"] >= b["far"] and a["frr"] <= b["frr"] for a, b in itertools.pairwise(table))
+    for rows in (table, report["curve"]):
+        assert all(a["far"] >= b["far"] and a["frr"] <= b["frr"] and a["threshold"] < b["threshold"] for a, b in itertools.pairwise(rows))
+    assert len(report["curve"]) > len(table)
     assert 0 <= report["eer"]["rate"] <= 1 and -1 <= report["eer"]["threshold"] <= 1
     assert [t["target"] for t in report["targets"]] == [0.01, 0.05, 0.1]
     for row in report["targets"]:
@@ -173,7 +175,8 @@ def test_command_over_the_gallery_matches_the_endpoint_and_writes_nothing(
     report = json.loads(out_json.read_text())
     endpoint = client.get("/v1/calibration").get_json()
     assert report["source"] == str(data_dir)
-    for key in ("model", "people", "examples", "genuine_pairs", "impostor_pairs", "current", "eer", "targets", "table", "histogram"):
+    keys = ("model", "people", "examples", "genuine_pairs", "impostor_pairs", "current", "eer", "targets", "table", "curve", "histogram")
+    for key in keys:
         assert report[key] == endpoint[key], key
     with Image.open(out_png) as img:
         assert img.format == "PNG"
