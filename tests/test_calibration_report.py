@@ -24,6 +24,7 @@ from PIL import Image
 from service import GALLERY_FILE, create_app
 from service.calibrate import main as calibrate_main
 from service.calibration import far_frr, pair_scores
+from service.calibration_report import NotEnoughExamplesError, build_report, plot_report
 from service.config import Settings
 from service.recognizer import Engine
 from tests.conftest import ROOT, photo, upload
@@ -148,6 +149,34 @@ def test_calibration_needs_credentials(make_app: Callable[..., Flask]) -> None:
         assert client.get("/v1/calibration/plot.png").status_code == 401
         r = client.get("/v1/calibration", headers={"X-API-Key": "sesame"})
         assert r.status_code == 422 and r.get_json()["code"] == "not_enough_examples"
+
+
+# -- build_report on synthetic embeddings ------------------------------------------------------
+def clusters(people: int, per_person: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in range(people):
+        centre = rng.normal(size=32)
+        e = centre / np.linalg.norm(centre) + 0.15 * rng.normal(size=(per_person, 32))
+        out[f"p{k}"] = e / np.linalg.norm(e, axis=1, keepdims=True)
+    return out
+
+
+def test_build_report_samples_large_data_and_validates() -> None:
+    data = clusters(60, 3)
+    report = build_report(data, gallery_size=60, current_threshold=0.5, max_examples=90)
+    assert report["examples"] == 90 and report["people"] == 30 and report["genuine_pairs"] == 90
+    assert any("uses a sample of 90 examples of 30 people" in w for w in report["warnings"])
+    assert build_report(data, gallery_size=60, current_threshold=0.5, max_examples=90) == report  # deterministic
+    json.dumps(report, allow_nan=False)
+    with pytest.raises(NotEnoughExamplesError):
+        build_report({"a": data["p0"], "b": data["p1"][:1]}, gallery_size=2, current_threshold=0.5)
+    with pytest.raises(ValueError):
+        build_report(data, gallery_size=60, targets=[1.0], current_threshold=0.5)
+    buffer = io.BytesIO()
+    plot_report(report, buffer)
+    with Image.open(io.BytesIO(buffer.getvalue())) as img:
+        assert img.format == "PNG"
 
 
 # -- python -m service.calibrate --------------------------------------------------------------
