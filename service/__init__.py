@@ -46,13 +46,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     app.register_blueprint(bp)
 
-    from service import console, facebox, openapi, state
+    from service import calibration_api, console, facebox, openapi, state
     from service.auth import register_auth
     from service.urlfetch import UrlFetcher
 
     app.extensions["fewface_urlfetch"] = UrlFetcher(settings.max_upload_bytes, settings.url_timeout, settings.allow_private_urls)
     register_auth(app, settings)
-    for module in (state, facebox, openapi, console):
+    for module in (state, facebox, openapi, console, calibration_api):
         app.register_blueprint(module.bp)
     log.info("fewface ready: model %s, gallery %s (%d people, %d faces)", engine.model_id, gallery.path, *gallery.counts())
     return app

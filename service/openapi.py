@@ -64,6 +64,21 @@ _URL_OBJECT = {"type": "object", "properties": {"url": {"type": "string"}}}
 _OBJECT = {"type": "object"}
 _PERSON_ID = {"name": "person_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 128}}
 
+_CALIBRATION_PARAMS = [
+    {
+        "name": "target",
+        "in": "query",
+        "description": "chance of naming a stranger to find the threshold for (repeatable; default 0.01, 0.05, 0.1)",
+        "schema": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    },
+    {
+        "name": "gallery_size",
+        "in": "query",
+        "description": "people a stranger is compared with (default: the gallery's people)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000000000},
+    },
+]
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -285,6 +300,21 @@ def spec(version: str) -> dict[str, Any]:
                 },
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 409, 413, 422)},
             },
+        },
+        "/v1/calibration": {
+            "get": {
+                "summary": "Calibration report over the gallery's people with 2+ examples: score distributions, FAR/FRR by threshold, "
+                "EER, the threshold for a target chance of naming a stranger at the gallery size",
+                "parameters": _CALIBRATION_PARAMS,
+                "responses": {"200": _json({"type": "object", "properties": {**ok, "model": {"type": "string"}}}), **_errors(400, 422)},
+            }
+        },
+        "/v1/calibration/plot.png": {
+            "get": {
+                "summary": "The calibration report as a PNG plot (score histograms, FAR/FRR curves)",
+                "parameters": _CALIBRATION_PARAMS,
+                "responses": {"200": {"description": "PNG image", "content": {"image/png": {}}}, **_errors(400, 422)},
+            }
         },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
     }
