@@ -8,7 +8,9 @@ From them, for a gallery of ``n`` faces:
   ``target``. A stranger compared with ``n`` faces draws ``n`` impostor scores; taking them as
   independent, P(best >= t) = 1 - (1 - p(t))^n where p(t) = P(one impostor score >= t), so the
   threshold is the impostor score whose tail probability is 1 - (1 - target)^(1/n). The threshold
-  rises with the gallery: about one decade of p per tenfold more faces.
+  rises with the gallery: about one decade of p per tenfold more faces. The scores of one stranger
+  against one gallery are not independent, so n faces count as n ** gallery_exponent draws, the
+  exponent measured by simulating galleries on the labelled photos.
 - ``confidence(s, n)``: the probability that a best match at similarity ``s`` is the right person,
   for a probe that is a taught person or a stranger with equal prior odds. With G, g the genuine
   score CDF and density and F, f the impostor's: right = g(s) F(s) (the person's own example wins
@@ -43,6 +45,14 @@ class ScoreModel:
     tail_log10: tuple[float, ...]  # log10 P(impostor >= score), decreasing
     genuine_quantiles: tuple[float, ...]  # genuine scores at probabilities genuine_probs
     genuine_probs: tuple[float, ...]
+    # A stranger's scores against the faces of one gallery are not independent (a face that looks
+    # like many people scores high against all of them), so n faces act as n ** gallery_exponent
+    # independent draws; measured by simulating galleries on the labelled photos (bench.lfw).
+    gallery_exponent: float = 1.0
+
+    def draws(self, n: int) -> float:
+        """Independent impostor draws that a gallery of ``n`` faces is worth."""
+        return max(1.0, float(n)) ** self.gallery_exponent
 
     # -- impostor tail ------------------------------------------------------------------------
     def tail_log10_at(self, score: np.ndarray | float) -> np.ndarray:
@@ -57,8 +67,7 @@ class ScoreModel:
         """Similarity that a stranger's best match among ``n`` faces reaches with probability ``target``."""
         if not 0.0 < target < 1.0:
             raise ValueError("target must be between 0 and 1")
-        n = max(1, int(n))
-        per_draw = -math.expm1(math.log1p(-target) / n)  # 1 - (1 - target)^(1/n), exact for large n
+        per_draw = -math.expm1(math.log1p(-target) / self.draws(n))  # 1 - (1 - target)^(1/draws), exact for large n
         level = math.log10(per_draw)
         xs, ys = np.asarray(self.tail_scores), np.asarray(self.tail_log10)
         if level >= ys[0]:
@@ -71,12 +80,12 @@ class ScoreModel:
     # -- confidence ---------------------------------------------------------------------------
     def confidence(self, score: float, n: int) -> float:
         """P(right person | best similarity ``score``, ``n`` faces in the gallery), prior odds 1:1."""
-        table = _confidence_table(self, max(1, int(n)))
+        table = _confidence_table(self, self.draws(n))
         return float(np.interp(score, _GRID, table))
 
     # -- fitting and storage --------------------------------------------------------------------
     @classmethod
-    def fit(cls, genuine: np.ndarray, impostor: np.ndarray, source: str) -> ScoreModel:
+    def fit(cls, genuine: np.ndarray, impostor: np.ndarray, source: str, gallery_exponent: float = 1.0) -> ScoreModel:
         """Tables from genuine and impostor similarity scores."""
         imp = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]  # descending
         levels = np.arange(-0.25, math.log10(_MIN_TAIL_SAMPLES / len(imp)), -0.25)
@@ -90,6 +99,7 @@ class ScoreModel:
             tail_log10=tuple(float(round(x, 4)) for x in levels[keep]),
             genuine_quantiles=tuple(float(round(x, 6)) for x in np.quantile(genuine, probs)),
             genuine_probs=tuple(float(round(x, 4)) for x in probs),
+            gallery_exponent=float(round(gallery_exponent, 4)),
         )
 
     def to_json(self) -> str:
@@ -113,7 +123,7 @@ def load_score_model(model_id: str, pipeline: str) -> ScoreModel | None:
 
 
 @cache
-def _confidence_table(model: ScoreModel, n: int) -> np.ndarray:
+def _confidence_table(model: ScoreModel, n: float) -> np.ndarray:
     step = _GRID[1] - _GRID[0]
     # genuine score CDF G and density g (derivative of the tabulated CDF, smoothed over +-0.01)
     big_g = np.interp(_GRID, model.genuine_quantiles, model.genuine_probs, left=0.0, right=1.0)
