@@ -1,4 +1,5 @@
-"""``python -m service``: serve the API with waitress (a production WSGI server)."""
+"""``python -m service``: serve the API with waitress (a production WSGI server).
+``python -m service check [--repair]``: check the gallery's rows (service/storecheck.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,24 @@ import sys
 
 from models.weights import WeightsNotFoundError
 from service import create_app
+from service.auth import exposure_warning
 from service.config import ConfigError, Settings
-from service.gallery import ModelMismatchError
+from service.datalock import DataDirInUseError
+from service.gallery import GalleryOpenError, ModelMismatchError
 
 log = logging.getLogger("service")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["check"]:
+        from service.storecheck import check_main
+
+        return check_main(args[1:])
+    if args:
+        logging.basicConfig(level=logging.INFO)
+        log.error("usage: python -m service [check [--repair]]")
+        return 2
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -23,7 +35,13 @@ def main() -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = create_app(settings)
+        app = create_app(settings)  # opens the gallery before the models load: a bad data directory fails fast
+    except DataDirInUseError as exc:
+        log.error("cannot start (data_dir_in_use): %s", exc)
+        return 2
+    except GalleryOpenError as exc:
+        log.error("cannot start (storage): %s", exc)
+        return 2
     except ModelMismatchError as exc:
         log.error("cannot start (model_mismatch): %s", exc)
         return 2
@@ -45,6 +63,9 @@ def main() -> int:
     server.install_signal_handlers()
     for host, port in server.addresses:
         log.info("listening on http://%s:%s", host, port)
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning("!!! %s !!!", warning)
     drained = server.serve()  # returns after SIGTERM / SIGINT and the drain of requests in flight
     recognizer = app.extensions["fewface"]
     if drained:
