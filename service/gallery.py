@@ -244,9 +244,7 @@ class Gallery:
         try:
             db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
             self._db = db
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
+            # Read-only checks first: a foreign or damaged file is left exactly as it was.
             problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
             if problems != ["ok"]:
                 raise sqlite3.DatabaseError("; ".join(problems))
@@ -256,6 +254,9 @@ class Gallery:
                     f"{self.path} is a SQLite database but not a Fewface gallery (tables: {', '.join(sorted(tables))}); "
                     "point FEWFACE_DATA_DIR at another directory, or move that file away"
                 )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
             with self._transaction() as tx:  # also proves the file can be written
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
