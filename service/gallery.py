@@ -257,10 +257,11 @@ class Gallery:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
-            with self._transaction() as tx:  # also proves the file can be written
+            with self._transaction() as tx:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         tx.execute(statement)
+                tx.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")  # proves the file can be written
             self._check_meta()
         except sqlite3.Error as exc:
             if db is not None:
