@@ -42,13 +42,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     absent it is loaded from ``settings``. ``gallery`` defaults to ``open_gallery(settings)``,
     opened before the models load so a bad data directory fails fast."""
     settings = settings or Settings.from_env()
+    own_gallery = gallery is None
     gallery = gallery or open_gallery(settings)
     try:
         engine = engine or Engine.from_settings(settings)
         if engine.model_id != settings.model or gallery.model_id != engine.model_id or gallery.dim != engine.embedder.dim:
             raise ValueError(f"engine runs {engine.model_id!r} but settings ask for {settings.model!r} (gallery: {gallery.model_id!r})")
     except BaseException:
-        gallery.close()
+        if own_gallery:
+            gallery.close()  # and with it the data directory's lock
         raise
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # "/v1/people//faces" is a 404, not a redirect an API client would not follow
