@@ -228,6 +228,60 @@ def test_full_gallery_rolls_back_whole_import(tmp_path: Path) -> None:
     g.close()
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB file system (tmpfs); skipped where this process may not mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def fill_disk(path: Path) -> Path:
+    """Write a filler file until the file system refuses (ENOSPC); returns it."""
+    filler = path / "filler.bin"
+    with open(filler, "wb", buffering=0) as fh:
+        chunk = b"\0" * 65536
+        while True:
+            try:
+                fh.write(chunk)
+            except OSError:
+                break
+        while True:  # the last few bytes too
+            try:
+                fh.write(b"\0" * 512)
+            except OSError:
+                break
+    return filler
+
+
+def test_really_full_disk_answers_507_and_loses_nothing(make_app: Callable[..., Flask], small_disk: Path) -> None:
+    app = make_app(small_disk / "data")
+    client = app.test_client()
+    assert client.post("/v1/people/ann/faces", data={"file": upload(photo("img27.jpg")), "name": "Ann"}).status_code == 201
+    gallery = gallery_of(app)
+    filler = fill_disk(small_disk)
+    try:
+        before = snapshot(client)
+        r = client.post("/v1/people/bob/faces", data={"file": [upload(photo(n), n) for n in ("img12.jpg", "img25.jpg", "img5.jpg")]})
+        assert r.status_code == 507, (r.status_code, r.json)
+        assert r.json["code"] == "storage_full"
+        assert snapshot(client) == before and consistent(gallery)
+        assert client.get("/readyz").status_code == 200
+    finally:
+        filler.unlink()
+    assert client.post("/v1/people/bob/faces", data={"file": upload(photo("img12.jpg"))}).status_code == 201
+    assert consistent(gallery)
+    gallery.close()
+
+
 # -- start-up checks: damaged, foreign, unwritable -> exit 2 with one line ----------------------
 def service_cmd(*args: str, drop_root: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "service", *args]
