@@ -37,7 +37,7 @@ from service.index import DEFAULT_EXACT_MAX, VectorIndex
 log = logging.getLogger(__name__)
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a statement waits for SQLite's lock before StoreBusyError
-TABLES = frozenset({"meta", "people", "faces"})
+TABLES = frozenset({"meta", "people", "faces"})  # every table SCHEMA creates: a file with others is not ours
 
 SCHEMA_VERSION = 1
 
@@ -226,15 +226,22 @@ class Gallery:
                 f"cannot use data directory {self.path.parent} ({exc.strerror or exc}): make it a directory writable by uid "
                 f"{os.geteuid()}, or set FEWFACE_DATA_DIR to one"
             ) from None
-        try:
-            self._db = self._open(busy_timeout)
-        except BaseException:
-            self._dir_lock.release()
-            raise
         self._index = VectorIndex(dim, **self._index_options)
         self._face_person: dict[int, str] = {}
         self._names: dict[str, str] = {}
-        self._rebuild()
+        try:
+            self._db = self._open(busy_timeout)
+            try:
+                self._rebuild()
+            except BaseException:
+                self._db.close()
+                raise
+        except sqlite3.Error as exc:  # damage quick_check did not see, met while reading every row
+            self._dir_lock.release()
+            raise GalleryOpenError(_open_failure(self.path, exc)) from None
+        except BaseException:
+            self._dir_lock.release()
+            raise
 
     # -- setup -------------------------------------------------------------------------
     def _open(self, busy_timeout: float) -> sqlite3.Connection:
