@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("configuration error: %s", exc)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning("!!! %s !!!", warning)  # first thing said: also before a start that fails
     try:
         app = create_app(settings)  # opens the gallery before the models load: a bad data directory fails fast
     except DataDirInUseError as exc:
@@ -63,9 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     server.install_signal_handlers()
     for host, port in server.addresses:
         log.info("listening on http://%s:%s", host, port)
-    warning = exposure_warning(settings)
-    if warning:
-        log.warning("!!! %s !!!", warning)
     drained = server.serve()  # returns after SIGTERM / SIGINT and the drain of requests in flight
     recognizer = app.extensions["fewface"]
     if drained:

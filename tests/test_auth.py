@@ -181,3 +181,19 @@ def test_warning_when_listening_beyond_loopback_with_auth_off(host: str, auth: d
     assert (warning is not None) == warned
     if warning:
         assert "AUTHENTICATION IS OFF" in warning and host in warning and "FEWFACE_API_KEY" in warning
+
+
+def test_service_warns_at_start_when_exposed_without_auth(tmp_path: Path) -> None:
+    """``python -m service`` says it before anything else. The gallery here is damaged, so the
+    child exits before it would listen: nothing binds beyond loopback in the test."""
+    (tmp_path / "gallery.sqlite3").write_bytes(b"not a database" * 1000)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "FEWFACE_HOST": "0.0.0.0",
+        "FEWFACE_DATA_DIR": str(tmp_path),
+        "FEWFACE_WEIGHTS_PATH": str(tmp_path / "missing.dat"),  # a second stop before any listening
+    }
+    proc = subprocess.run([sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and "!!! AUTHENTICATION IS OFF and the server listens on 0.0.0.0:8080" in warnings[0], proc.stderr
