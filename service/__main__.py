@@ -1,4 +1,5 @@
-"""``python -m service``: serve the API with waitress (a production WSGI server)."""
+"""``python -m service``: serve the API with waitress (a production WSGI server).
+``python -m service check [--repair]``: check the gallery's rows (service/storecheck.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,24 @@ import sys
 
 from models.weights import WeightsNotFoundError
 from service import create_app
+from service.auth import exposure_warning
 from service.config import ConfigError, Settings, unsupported_facebox_settings
-from service.gallery import ModelMismatchError
+from service.datalock import DataDirInUseError
+from service.gallery import GalleryOpenError, ModelMismatchError
 
 log = logging.getLogger("service")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["check"]:
+        from service.storecheck import check_main
+
+        return check_main(args[1:])
+    if args:
+        logging.basicConfig(level=logging.INFO)
+        log.error("usage: python -m service [check [--repair]]")
+        return 2
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -22,8 +34,17 @@ def main() -> int:
         log.error("configuration error: %s", exc)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    warning = exposure_warning(settings)
+    if warning:
+        log.warning("!!! %s !!!", warning)  # first thing said: also before a start that fails
     try:
-        app = create_app(settings)
+        app = create_app(settings)  # opens the gallery before the models load: a bad data directory fails fast
+    except DataDirInUseError as exc:
+        log.error("cannot start (data_dir_in_use): %s", exc)
+        return 2
+    except GalleryOpenError as exc:
+        log.error("cannot start (storage): %s", exc)
+        return 2
     except ModelMismatchError as exc:
         log.error("cannot start (model_mismatch): %s", exc)
         return 2

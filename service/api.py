@@ -104,8 +104,13 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    people, faces = recognizer().gallery.counts()  # touches SQLite
-    return jsonify({"ok": True, "status": "ready", "model": recognizer().engine.model_id, "people": people, "faces": faces})
+    """Ready when the database answers; the gallery's size only to authenticated callers
+    (the route itself is open for probes)."""
+    people, faces = recognizer().gallery.counts()  # touches SQLite: a failing store answers 503
+    body: dict[str, Any] = {"ok": True, "status": "ready", "model": recognizer().engine.model_id}
+    if current_app.extensions["fewface_auth"].authorized(request):
+        body.update(people=people, faces=faces)
+    return jsonify(body)
 
 
 @bp.get("/v1/info")

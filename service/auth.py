@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import logging
 
 from flask import Flask, Request, Response, request
@@ -64,6 +65,27 @@ class Authenticator:
 
     def challenge(self) -> str:
         return f'Basic realm="{REALM}", charset="UTF-8"' if self._basic else f'Bearer realm="{REALM}"'
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or an interface's address: reachable from elsewhere
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """The start-up warning for a server reachable beyond loopback with authentication off."""
+    if settings.api_key or settings.basic_auth or is_loopback(settings.host):
+        return None
+    return (
+        f"AUTHENTICATION IS OFF and the server listens on {settings.host}:{settings.port}, beyond loopback: anyone who can "
+        "reach it can list, identify, teach and delete people and download the whole gallery. Set FEWFACE_API_KEY "
+        "(or FEWFACE_BASIC_AUTH), or FEWFACE_HOST=127.0.0.1 behind a proxy that authenticates"
+    )
 
 
 def register_auth(app: Flask, settings: Settings) -> None:

@@ -133,6 +133,11 @@ class Settings:
         "FEWFACE_INDEX_EXACT_MAX", 200_000, "Gallery size up to which search is exact; above it an IVF index is used (see Performance)."
     )
     index_nprobe: int = _setting("FEWFACE_INDEX_NPROBE", 0, "IVF cells scanned per query above the exact size; 0 = max(32, cells / 8).")
+    db_busy_timeout: float = _setting(
+        "FEWFACE_DB_BUSY_TIMEOUT",
+        5.0,
+        "Seconds a request waits for the SQLite lock another program holds before answering 503 `database_busy`.",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -142,6 +147,8 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
+            if raw and not raw.strip() and f.name in _CREDENTIALS:
+                raise ConfigError(f"{f.metadata['env']} is only whitespace: set a real credential, or leave it empty for no authentication")
             if raw is None or raw.strip() == "":
                 raw = aliases.get(f.metadata["env"])
             if raw is not None and raw.strip() != "":
@@ -175,8 +182,11 @@ class Settings:
                 raise ConfigError(f"{_env(name)} must not be negative")
         if not 0.0 <= self.min_detection_prob <= 1.0:
             raise ConfigError("FEWFACE_MIN_DETECTION_PROB must be between 0 and 1")
-        if self.basic_auth and ":" not in self.basic_auth:
-            raise ConfigError("FEWFACE_BASIC_AUTH must look like user:password")
+        if self.api_key and not self.api_key.strip():
+            raise ConfigError("FEWFACE_API_KEY is only whitespace: set a real key, or leave it empty for no authentication")
+        user, colon, password = self.basic_auth.partition(":")
+        if self.basic_auth and (not colon or not user.strip() or not password.strip()):
+            raise ConfigError("FEWFACE_BASIC_AUTH must look like user:password, with a non-empty user and password")
         if not self.shutdown_timeout >= 0:
             raise ConfigError("FEWFACE_SHUTDOWN_TIMEOUT must not be negative")
         if not self.memory_trim_interval >= 0:
@@ -189,6 +199,11 @@ class Settings:
         for name in ("batch_max_wait_ms", "index_nprobe"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env(name)} must not be negative")
+        if not 0 <= self.db_busy_timeout <= 600:
+            raise ConfigError("FEWFACE_DB_BUSY_TIMEOUT must be between 0 and 600 seconds")
+
+
+_CREDENTIALS = ("api_key", "basic_auth")  # set to only whitespace: refuse, never silently "no auth"
 
 
 def env_table() -> list[tuple[str, str, str]]:

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import logging
+import threading
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from service.gallery import StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
+
 log = logging.getLogger(__name__)
+
+# Domain errors of the store -> (status, code, Retry-After seconds or None). One table.
+DOMAIN_ERRORS: dict[type[StorageError], tuple[int, str, int | None]] = {
+    StoreBusyError: (503, "database_busy", 1),
+    StorageFullError: (507, "storage_full", None),
+    StoreUnavailableError: (503, "storage_unavailable", 5),
+}
+INTERNAL_ERROR_MARK = "answered 500 internal_error"  # every 500 is logged with this (tests count them)
+
+
+class InternalErrorTally:
+    """How many 500 answers this process has sent (all apps together): a 500 is a bug."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+
+INTERNAL_ERRORS = InternalErrorTally()
 
 # Werkzeug's own errors (routing, body size, ...) get stable codes too.
 HTTP_CODES: dict[int, str] = {
@@ -55,7 +86,27 @@ def register_error_handlers(app: Flask) -> None:
                 response.headers["Allow"] = ", ".join(valid)
         return response, status
 
+    @app.errorhandler(StorageError)
+    def _storage_error(exc: StorageError) -> tuple[Response, int]:
+        status, code, retry_after = next((v for t, v in DOMAIN_ERRORS.items() if isinstance(exc, t)), (503, "storage_unavailable", 5))
+        response, status = error_response(status, code, str(exc))
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response, status
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error")
         return error_response(500, "internal_error", "internal server error")
+
+    @app.after_request
+    def _log_server_errors(response: Response) -> Response:
+        """Every 5xx is logged; a 500 (a bug) is also counted (tests/conftest.py fails on it)."""
+        if response.status_code == 500:
+            INTERNAL_ERRORS.add()
+            log.error("%s to %s %s", INTERNAL_ERROR_MARK, request.method, request.path)
+        elif response.status_code >= 500:
+            body = response.get_json(silent=True) if response.is_json else None
+            code = body.get("code") if isinstance(body, dict) else None
+            log.warning("answered %d %s to %s %s", response.status_code, code, request.method, request.path)
+        return response

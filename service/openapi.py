@@ -318,6 +318,14 @@ def spec(version: str) -> dict[str, Any]:
         },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
     }
+    # The store can fail under any route that reads it (503 database_busy / storage_unavailable)
+    # and any write can find the disk full (507 storage_full).
+    for route, item in paths.items():
+        for method, operation in item.items():
+            if route in ("/healthz", "/openapi.json") or method == "parameters":
+                continue
+            writes = method in ("post", "patch", "delete") and route not in ("/v1/identify", "/v1/verify")
+            operation["responses"].update(_errors(503, *([507] if writes else [])))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -290,6 +290,10 @@ def state_response(gallery: Gallery, compress: bool) -> Response:
     name = f"fewface-state-{gallery.model_id}-{stamp}.json" + (".gz" if compress else "")
     response = Response(body, mimetype="application/gzip" if compress else "application/json")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    # Rows that do not decode are left out of the file, never silently (service/gallery.py).
+    skipped_people, skipped_faces = gallery.undecodable()
+    response.headers["X-Fewface-Skipped-People"] = str(len(skipped_people))
+    response.headers["X-Fewface-Skipped-Faces"] = str(len(skipped_faces))
     return response
 
 

@@ -16,7 +16,9 @@ from PIL import Image
 
 from service import create_app
 from service.config import Settings
+from service.errors import INTERNAL_ERRORS
 from service.recognizer import Engine
+from tests.serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces" / "deepface"
@@ -27,6 +29,29 @@ def _require_faces() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{FACES} is missing: CI must run with ../shared beside the checkout")
         pytest.skip(f"real face photos not found at {FACES}")
+
+
+def internal_errors() -> int:
+    """500 answers so far: by apps in this process (service/errors.py counts every one) and by
+    child servers (tests/serverproc.py counts the line each logs)."""
+    return INTERNAL_ERRORS.count + ServerProcess.internal_errors
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_500(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test during which the service answered 500 more often than the test declares
+    with ``@pytest.mark.expect_500(n)`` (0 by default): a 500 is a bug, never an outcome."""
+    before = internal_errors()
+    yield
+    marker = request.node.get_closest_marker("expect_500")
+    expected = int(marker.args[0]) if marker and marker.args else 0
+    produced = internal_errors() - before
+    if produced != expected:
+        pytest.fail(f"the service answered 500 internal_error {produced} times during this test ({expected} expected); see the log")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(f"fewface: {internal_errors()} answers 500 internal_error in this run (tests/conftest.py)")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import requests
 
+from service.errors import INTERNAL_ERROR_MARK
+
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 120.0  # seconds: importing torch and loading the models on a busy 2-core machine
 
@@ -27,12 +29,15 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    internal_errors = 0  # 500 answers logged by every child server so far (tests/conftest.py checks)
+
     def __init__(self, data_dir: Path, log_path: Path, **env: str) -> None:
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.extra_env = env
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self._marks_seen = 0
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = START_TIMEOUT) -> ServerProcess:
@@ -85,10 +90,23 @@ class ServerProcess:
         if self.proc is not None:
             self.signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
+        self.count_internal_errors()
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
+        self.count_internal_errors()
+        return code
+
+    def count_internal_errors(self) -> int:
+        """Add the 500 answers this server logged since the last count to the class total."""
+        try:
+            marks = self.log_path.read_text(errors="replace").count(INTERNAL_ERROR_MARK)
+        except OSError:
+            return 0
+        new, self._marks_seen = marks - self._marks_seen, marks
+        ServerProcess.internal_errors += new
+        return new
 
     def __enter__(self) -> ServerProcess:
         return self.start()

@@ -1,21 +1,28 @@
 """Authentication: with a key and/or basic auth configured, every route but liveness, readiness
-and the console's static shell answers 401 without credentials, and works with them."""
+and the console's static shell answers 401 without credentials, and works with them. Blank
+credentials refuse to start; readiness shows the gallery's size only to authenticated callers;
+a server reachable beyond loopback with authentication off says so loudly at start."""
 
 from __future__ import annotations
 
 import base64
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
-from service.auth import EXEMPT_ENDPOINTS
+from service.auth import EXEMPT_ENDPOINTS, exposure_warning
 from service.config import ConfigError, Settings
 from tests.conftest import photo, upload
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY = "s3cret-key"
 USER, PASSWORD = "admin", "pa:ss wörd"
 QUERIES = {"/facebox/similar": "?id=nobody"}  # routes that need a parameter to do anything
@@ -105,3 +112,92 @@ def test_basic_auth_setting_needs_a_colon() -> None:
     with pytest.raises(ConfigError, match="FEWFACE_BASIC_AUTH"):
         Settings.from_env({"FEWFACE_BASIC_AUTH": "justauser"})
     assert Settings.from_env({"FEWFACE_API_KEY": "k", "FEWFACE_BASIC_AUTH": "u:p:q"}).basic_auth == "u:p:q"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"FEWFACE_API_KEY": "   "},
+        {"FEWFACE_API_KEY": "\t\n"},
+        {"FEWFACE_BASIC_AUTH": "   "},
+        {"FEWFACE_BASIC_AUTH": "user:"},
+        {"FEWFACE_BASIC_AUTH": "user:   "},
+        {"FEWFACE_BASIC_AUTH": ":pass"},
+        {"FEWFACE_BASIC_AUTH": "  :pass"},
+        {"FEWFACE_API_KEY": KEY, "FEWFACE_BASIC_AUTH": "user:"},
+    ],
+)
+def test_blank_credentials_refuse_to_start(env: dict[str, str]) -> None:
+    """A credential that is only whitespace, or an empty user or password, is a mistake: never
+    silently "authentication off" (nor a password anyone can guess)."""
+    with pytest.raises(ConfigError, match=r"FEWFACE_API_KEY|FEWFACE_BASIC_AUTH"):
+        Settings.from_env(env)
+
+
+def test_blank_credentials_given_directly_are_refused() -> None:
+    with pytest.raises(ConfigError, match="FEWFACE_API_KEY"):
+        Settings.from_env({}, api_key="   ")
+    with pytest.raises(ConfigError, match="FEWFACE_BASIC_AUTH"):
+        Settings.from_env({}, basic_auth="admin:")
+
+
+def test_empty_credentials_mean_no_authentication() -> None:
+    settings = Settings.from_env({"FEWFACE_API_KEY": "", "FEWFACE_BASIC_AUTH": ""})
+    assert (settings.api_key, settings.basic_auth) == ("", "")
+
+
+def test_service_with_a_blank_key_exits_2() -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FEWFACE_API_KEY": "   ", "FEWFACE_HOST": "127.0.0.1"}
+    proc = subprocess.run([sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "FEWFACE_API_KEY is only whitespace" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_readyz_shows_counts_only_to_authenticated_callers(locked: Flask, make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    client = locked.test_client()
+    assert client.post("/v1/people/p0/faces", data={"file": upload(photo("img27.jpg"))}, headers={"X-API-Key": KEY}).status_code == 201
+    anonymous = client.get("/readyz")
+    assert anonymous.status_code == 200 and anonymous.json == {"ok": True, "status": "ready", "model": "dlib-resnet-v1"}
+    for credentials in ({"X-API-Key": KEY}, basic(USER, PASSWORD)):
+        assert client.get("/readyz", headers=credentials).json == {**anonymous.json, "people": 1, "faces": 1}
+    assert client.get("/readyz", headers={"X-API-Key": "wrong"}).json == anonymous.json
+    open_ready = make_app(data_dir=tmp_path / "open").test_client().get("/readyz").json
+    assert (open_ready["people"], open_ready["faces"]) == (0, 0)  # auth off: everyone is "authenticated"
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "warned"),
+    [
+        ("127.0.0.1", {}, False),
+        ("127.0.0.2", {}, False),
+        ("::1", {}, False),
+        ("localhost", {}, False),
+        ("0.0.0.0", {}, True),
+        ("::", {}, True),
+        ("192.168.1.20", {}, True),
+        ("myhost.example", {}, True),
+        ("0.0.0.0", {"api_key": KEY}, False),
+        ("0.0.0.0", {"basic_auth": f"{USER}:{PASSWORD}"}, False),
+    ],
+)
+def test_warning_when_listening_beyond_loopback_with_auth_off(host: str, auth: dict[str, str], warned: bool) -> None:
+    warning = exposure_warning(Settings.from_env({}, host=host, **auth))
+    assert (warning is not None) == warned
+    if warning:
+        assert "AUTHENTICATION IS OFF" in warning and host in warning and "FEWFACE_API_KEY" in warning
+
+
+def test_service_warns_at_start_when_exposed_without_auth(tmp_path: Path) -> None:
+    """``python -m service`` says it before anything else. The gallery here is damaged, so the
+    child exits before it would listen: nothing binds beyond loopback in the test."""
+    (tmp_path / "gallery.sqlite3").write_bytes(b"not a database" * 1000)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "FEWFACE_HOST": "0.0.0.0",
+        "FEWFACE_DATA_DIR": str(tmp_path),
+        "FEWFACE_WEIGHTS_PATH": str(tmp_path / "missing.dat"),  # a second stop before any listening
+    }
+    proc = subprocess.run([sys.executable, "-m", "service"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and "!!! AUTHENTICATION IS OFF and the server listens on 0.0.0.0:8080" in warnings[0], proc.stderr
