@@ -78,6 +78,11 @@ class Settings:
         0.01,
         "Chance that identify names a stranger, held whatever the gallery size: the threshold rises as the gallery grows.",
     )
+    verify_false_accept: float = _setting(
+        "FEWFACE_VERIFY_FALSE_ACCEPT",
+        0.005,
+        "Chance that verify calls two different people the same (sets verify's default threshold from the calibration).",
+    )
     quality_min_eye_distance: float = _setting(
         "FEWFACE_QUALITY_MIN_EYE_DISTANCE", 28.0, "Teach refuses faces whose eyes are closer than this (pixels, working image)."
     )
@@ -175,8 +180,9 @@ class Settings:
                 raise ConfigError(f"{_env(name)} must be positive")
         if self.match_threshold is not None and not -1.0 <= self.match_threshold <= 1.0:
             raise ConfigError("FEWFACE_MATCH_THRESHOLD must be between -1 and 1")
-        if not 0.0 < self.match_false_accept < 1.0:
-            raise ConfigError("FEWFACE_MATCH_FALSE_ACCEPT must be between 0 and 1 (exclusive)")
+        for name in ("match_false_accept", "verify_false_accept"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"{_env(name)} must be between 0 and 1 (exclusive)")
         for name in ("quality_min_eye_distance", "quality_min_sharpness", "quality_min_visible", "quality_max_yaw"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{_env(name)} must not be negative")

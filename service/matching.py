@@ -3,8 +3,9 @@
 Identify names a face when its best similarity reaches ``identify_threshold(n)`` for a gallery of
 ``n`` faces: the similarity a stranger's best match reaches with probability
 ``FEWFACE_MATCH_FALSE_ACCEPT`` (models/score_model.py). Verify, a 1:1 comparison, uses the
-model's measured default threshold. ``FEWFACE_MATCH_THRESHOLD`` replaces both with one fixed
-threshold; a request's own ``threshold`` wins over everything.
+similarity one impostor reaches with probability ``FEWFACE_VERIFY_FALSE_ACCEPT`` (or the model's
+fixed default where its scores were not measured). ``FEWFACE_MATCH_THRESHOLD`` replaces both
+with one fixed threshold; a request's own ``threshold`` wins over everything.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class MatchRule:
     scores: ScoreModel | None  # None for a pipeline whose scores were not measured
     false_accept: float
     fixed: float | None  # FEWFACE_MATCH_THRESHOLD
-    verify_default: float  # the model's measured 1:1 threshold
+    verify_false_accept: float
+    uncalibrated_default: float  # the model's fixed threshold, where no scores were measured
 
     @property
     def calibrated(self) -> bool:
@@ -29,11 +31,15 @@ class MatchRule:
         if self.fixed is not None:
             return self.fixed
         if self.scores is None:
-            return self.verify_default
+            return self.uncalibrated_default
         return round(self.scores.threshold_for(self.false_accept, gallery_faces), 5)
 
     def verify_threshold(self) -> float:
-        return self.fixed if self.fixed is not None else self.verify_default
+        if self.fixed is not None:
+            return self.fixed
+        if self.scores is None:
+            return self.uncalibrated_default
+        return round(self.scores.threshold_for(self.verify_false_accept, 1), 5)
 
     def confidence(self, similarity: float, gallery_faces: int) -> float | None:
         """P(the best match is the right person), or None where the pipeline is not calibrated."""
@@ -46,6 +52,7 @@ class MatchRule:
         return {
             "kind": "calibrated" if self.calibrated else "fixed",
             "false_accept_target": self.false_accept if self.calibrated else None,
+            "verify_false_accept_target": self.verify_false_accept if self.calibrated else None,
             "identify_threshold": self.identify_threshold(gallery_faces),
             "verify_threshold": self.verify_threshold(),
             "gallery_faces": gallery_faces,

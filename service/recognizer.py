@@ -148,7 +148,8 @@ class Recognizer:
             scores=load_score_model(embedder.model_id, embedder.pipeline),
             false_accept=settings.match_false_accept,
             fixed=settings.match_threshold,
-            verify_default=embedder.spec.default_threshold,
+            verify_false_accept=settings.verify_false_accept,
+            uncalibrated_default=embedder.spec.default_threshold,
         )
         self.quality_gate = QualityGate(
             min_eye_distance=settings.quality_min_eye_distance,

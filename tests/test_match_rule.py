@@ -56,10 +56,13 @@ def test_tables_round_trip_as_json(synthetic: ScoreModel) -> None:
 
 
 def test_fixed_threshold_overrides_the_calibration(synthetic: ScoreModel) -> None:
-    rule = MatchRule(scores=synthetic, false_accept=0.01, fixed=0.5, verify_default=0.9)
+    rule = MatchRule(scores=synthetic, false_accept=0.01, fixed=0.5, verify_false_accept=0.005, uncalibrated_default=0.9)
     assert rule.identify_threshold(1000) == 0.5 and rule.verify_threshold() == 0.5 and not rule.calibrated
-    rule = MatchRule(scores=synthetic, false_accept=0.01, fixed=None, verify_default=0.9)
-    assert rule.identify_threshold(1000) > rule.identify_threshold(10) and rule.verify_threshold() == 0.9
+    rule = MatchRule(scores=synthetic, false_accept=0.01, fixed=None, verify_false_accept=0.005, uncalibrated_default=0.9)
+    assert rule.identify_threshold(1000) > rule.identify_threshold(10)
+    assert rule.verify_threshold() == pytest.approx(synthetic.threshold_for(0.005, 1), abs=1e-5)
+    rule = MatchRule(scores=None, false_accept=0.01, fixed=None, verify_false_accept=0.005, uncalibrated_default=0.9)
+    assert rule.identify_threshold(1000) == rule.verify_threshold() == 0.9 and rule.confidence(0.95, 10) is None
 
 
 def test_the_default_pipeline_ships_its_tables(engine) -> None:
