@@ -100,11 +100,11 @@ def build_state(gallery: Gallery, generator: str) -> dict[str, Any]:
 # most MAX_INFLATE_RATIO x the upload limit; a file in the canonical layout this service exports
 # (keys sorted, "checksum" first) has its checksum checked over the raw bytes before anything is
 # parsed; the document is then read one top-level member and one list item at a time (each at
-# most MAX_ITEM_CHARS), so no single step holds the interpreter for long and no intermediate
-# copy of the whole document is built; items are validated as they arrive, embeddings checked
-# all at once with numpy at the end.
+# most MAX_ITEM_CHARS, at most MAX_ITEMS, counted before reading), so no step holds the
+# interpreter for long and no Python object tree of the whole document is built; items are
+# validated as they arrive, embeddings checked all at once with numpy at the end.
 MAX_ITEM_CHARS = 64 * 1024  # one list item or one other top-level member
-FIRST_WINDOW = 8 * 1024  # most items fit: tried first, to avoid copying 64 KiB per item
+MAX_ITEMS = 250_000  # people and faces together: each costs a few microseconds of Python to check
 MAX_MEMBERS = 64
 MAX_URL_BODY = 16 * 1024  # a JSON body naming a state file's URL is at most this long
 _CANONICAL_HEAD = re.compile(rb'\{"checksum":\{"algorithm":"sha256","value":"([0-9a-f]{64})"\},')
@@ -201,24 +201,22 @@ class _Reader:
         return False
 
     def _value(self) -> Any:
-        """One JSON value of at most MAX_ITEM_CHARS characters."""
+        """One JSON value; at most MAX_ITEM_CHARS characters."""
         self._skip()
-        for window in (FIRST_WINDOW, MAX_ITEM_CHARS):
-            chunk = self.text[self.pos : self.pos + window]
-            try:
-                value, end = self.decoder.raw_decode(chunk)
-            except (ValueError, RecursionError) as exc:
-                if len(chunk) < window:
-                    raise _invalid(f"not JSON or truncated ({exc})") from None
-                continue
-            if end == len(chunk) and len(chunk) == window:
-                continue  # may have been cut (a number) at the window's end
-            self.pos += end
-            return value
-        raise _invalid(f"an item is longer than {MAX_ITEM_CHARS} characters or malformed")
+        try:
+            value, end = self.decoder.raw_decode(self.text, self.pos)
+        except (ValueError, RecursionError) as exc:
+            raise _invalid(f"not JSON or truncated ({exc})") from None
+        if end - self.pos > MAX_ITEM_CHARS:
+            raise _invalid(f"an item is longer than {MAX_ITEM_CHARS} characters")
+        self.pos = end
+        return value
 
     # -- document
     def read(self) -> None:
+        # every item is an object: a cheap upper bound on their number before reading any
+        if self.text.count("{") > MAX_ITEMS + MAX_MEMBERS:
+            raise _invalid(f"it holds more than {MAX_ITEMS} people and faces")
         if not self._take("{"):
             raise _invalid("not a JSON object")
         if not self._take("}"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
 import json
 import struct
@@ -180,3 +181,20 @@ def nested_json(depth_items: int) -> bytes:
 
 def embedding_b64(vector: np.ndarray) -> str:
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def state_people(inflated: int, dim: int = 128, model: str = "dlib-resnet-v1") -> bytes:
+    """A gzipped state in this service's canonical layout with a correct checksum and about
+    ``inflated`` bytes of distinct, valid people, the last of which repeats the first: everything
+    is read (the most memory a state upload can take) and then refused, so nothing is written."""
+    count = max(2, inflated // 48)
+    people = b",".join(b'{"created_at":0,"id":"p%07d","name":"p"}' % i for i in range(count - 1))
+    people += b',{"created_at":0,"id":"p0000000","name":"p"}'
+    body = (
+        b'{"embedding_encoding":"base64-float32-le","exported_at":0,"faces":[],"format":"fewface-state","generator":"bomb",'
+        + b'"model":{"dim":%d,"id":"%s"},"people":[' % (dim, model.encode())
+        + people
+        + b'],"version":1}'
+    )
+    digest = hashlib.sha256(body).hexdigest().encode()
+    return gzip.compress(b'{"checksum":{"algorithm":"sha256","value":"' + digest + b'"},' + body[1:], 6, mtime=0)
