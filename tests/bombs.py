@@ -5,15 +5,21 @@ Each builder streams its compressed data, so building a 40 Mpx image costs a few
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import io
 import json
+import os
 import struct
+import time
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import requests
 from PIL import Image
 
 WIDE_SIZE = (8000, 5000)  # 40 Mpx: exactly FEWFACE_MAX_IMAGE_PIXELS
@@ -179,10 +185,6 @@ def nested_json(depth_items: int) -> bytes:
     return b'{"format":"fewface-state","faces":[' + b"{}," * depth_items + b"{}]}"
 
 
-def embedding_b64(vector: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
 def state_people(inflated: int, dim: int = 128, model: str = "dlib-resnet-v1") -> bytes:
     """A gzipped state in this service's canonical layout with a correct checksum and about
     ``inflated`` bytes of distinct, valid people, the last of which repeats the first: everything
@@ -198,3 +200,88 @@ def state_people(inflated: int, dim: int = 128, model: str = "dlib-resnet-v1") -
     )
     digest = hashlib.sha256(body).hexdigest().encode()
     return gzip.compress(b'{"checksum":{"algorithm":"sha256","value":"' + digest + b'"},' + body[1:], 6, mtime=0)
+
+
+# -- the crafted uploads, and what one costs a real server -----------------------------------
+@dataclass(frozen=True)
+class Crafted:
+    name: str
+    path: str  # route it is sent to
+    content_type: str
+    status: int  # expected answer
+    code: str | None  # expected error code; None for 2xx
+    build: Callable[[], bytes]
+
+
+def _many_scans() -> bytes:
+    return progressive_jpeg(2000, 1500, 20000)
+
+
+def crafted_uploads() -> list[Crafted]:
+    """Issue 11's crafted files, each within FEWFACE_MAX_UPLOAD_BYTES (20 MiB)."""
+    w, h = WIDE_SIZE
+    gz, js, bad = "application/gzip", "application/json", "invalid_state"
+    return [
+        Crafted("tiled TIFF, one 24576^2 tile", "/v1/identify", "image/tiff", 422, "image_too_complex", tiff_huge_tile),
+        Crafted("float TIFF 40 Mpx", "/v1/identify", "image/tiff", 200, None, lambda: tiff_float(w, h)),
+        Crafted("16-bit gray PNG 40 Mpx", "/v1/identify", "image/png", 200, None, lambda: png_wide(w, h, 16, 0)),
+        Crafted("16-bit RGB PNG 40 Mpx", "/v1/identify", "image/png", 200, None, lambda: png_wide(w, h, 16, 2)),
+        Crafted("RGBA PNG 40 Mpx", "/v1/identify", "image/png", 200, None, lambda: png_wide(w, h, 8, 6)),
+        Crafted("16-bit RGBA PNG 40 Mpx", "/v1/identify", "image/png", 200, None, lambda: png_wide(w, h, 16, 6)),
+        Crafted(
+            "progressive JPEG, 20,000 scans",
+            "/v1/identify",
+            "image/jpeg",
+            422,
+            "image_too_complex",
+            lambda: progressive_jpeg(2000, 1500, 20000),
+        ),
+        Crafted("progressive JPEG 40 Mpx, 100 scans", "/v1/identify", "image/jpeg", 200, None, lambda: progressive_jpeg(w, h, 90)),
+        Crafted("EPS 18 MB", "/v1/identify", "application/octet-stream", 422, "invalid_image", lambda: eps(18_000_000)),
+        Crafted("gzip state bomb (166 MB inflated)", "/v1/state", gz, 400, bad, lambda: state_bomb(166_000_000)),
+        Crafted("state, 229k valid people (11 MB)", "/v1/state", gz, 400, bad, lambda: state_people(11_000_000)),
+        Crafted("state, 6M empty objects (18 MB JSON)", "/v1/state", js, 400, bad, lambda: nested_json(6_000_000)),
+    ]
+
+
+def proc_kib(pid: int, key: str) -> int:
+    """A /proc/<pid>/status figure in KiB (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak(pid: int) -> None:
+    """Start VmHWM again from the current VmRSS."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def send_and_measure(base: str, pid: int, item: Crafted, body: bytes) -> dict[str, Any]:
+    """POST one crafted body; the answer, wall and server CPU seconds, and how far the server's
+    resident size rose above where it was before (peak, MiB)."""
+    reset_peak(pid)
+    rss = proc_kib(pid, "VmRSS")
+    cpu = proc_cpu(pid)
+    started = time.monotonic()
+    r = requests.post(base + item.path, data=body, headers={"Content-Type": item.content_type}, timeout=120)
+    wall = time.monotonic() - started
+    try:
+        code = r.json().get("code")
+    except ValueError:
+        code = None
+    return {
+        "name": item.name,
+        "upload_kib": len(body) / 1024,
+        "status": r.status_code,
+        "code": code,
+        "wall_s": wall,
+        "cpu_s": proc_cpu(pid) - cpu,
+        "rss_growth_mib": (proc_kib(pid, "VmHWM") - rss) / 1024,
+    }

@@ -40,7 +40,7 @@ def _read_all(sock: socket.socket, timeout: float) -> bytes:
 
 
 def _json_of(response: bytes) -> dict:
-    head, _, body = response.partition(b"\r\n\r\n")
+    _head, _, body = response.partition(b"\r\n\r\n")
     return json.loads(body)
 
 
