@@ -77,6 +77,7 @@ def parse_request(request: Request, image_fields: Sequence[str]) -> RequestInput
 
 def _fetch_urls(out: RequestInput, image_fields: Sequence[str]) -> None:
     targets = {"url": image_fields[0], **{f"{name}_url": name for name in image_fields}}
+    deadline = None  # one FEWFACE_URL_TIMEOUT for all the URLs of a request
     for key, target in targets.items():
         value = out.params.pop(key, None)
         if value in (None, "", []):
@@ -91,7 +92,8 @@ def _fetch_urls(out: RequestInput, image_fields: Sequence[str]) -> None:
         fetcher = current_app.extensions.get("fewface_urlfetch")
         if fetcher is None:
             raise ApiError(400, "url_not_allowed", "URL input is not enabled")
-        out.images.setdefault(target, []).extend(fetcher.fetch(u) for u in urls)
+        deadline = deadline or fetcher.deadline()
+        out.images.setdefault(target, []).extend(fetcher.fetch(u, deadline) for u in urls)
 
 
 def decode_base64(value: Any, key: str) -> bytes:

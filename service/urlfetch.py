@@ -13,6 +13,9 @@
   runs on a daemon thread (at most ``DNS_LOOKUPS`` at once) so a slow resolver cannot hold a
   request past the deadline; a late answer is dropped.
 
+- At most ``max_concurrent`` fetches run at once (half the worker threads): more are refused at
+  once with 503 ``url_fetch_busy`` rather than letting slow servers hold every worker.
+
 Refusals by policy are 400 ``url_not_allowed``; failures to get the bytes are 422
 ``url_fetch_failed``.
 """
@@ -66,11 +69,29 @@ class UrlFetcher:
     allow_private: bool = False
     resolver: Callable[..., list[Any]] = field(default=socket.getaddrinfo, repr=False)  # getaddrinfo's signature
 
-    def fetch(self, url: str) -> bytes:
-        """The body of ``url`` (after redirects); ApiError when refused or failed."""
+    max_concurrent: int = 4  # fetches in flight at once across requests (each holds a worker thread)
+    _slots: threading.BoundedSemaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_slots", threading.BoundedSemaphore(max(1, self.max_concurrent)))
+
+    def deadline(self) -> float:
+        """A deadline ``timeout`` seconds from now, to share between the URLs of one request."""
+        return time.monotonic() + self.timeout
+
+    def fetch(self, url: str, deadline: float | None = None) -> bytes:
+        """The body of ``url`` (after redirects); ApiError when refused or failed. ``deadline``
+        (time.monotonic()) defaults to ``timeout`` seconds from now."""
         if not isinstance(url, str) or not url.strip():
             raise ApiError(400, "url_not_allowed", "url must be a non-empty string")
-        deadline = time.monotonic() + self.timeout
+        if not self._slots.acquire(blocking=False):
+            raise ApiError(503, "url_fetch_busy", f"{self.max_concurrent} URLs are being fetched already; try again shortly")
+        try:
+            return self._fetch(url, self.deadline() if deadline is None else deadline)
+        finally:
+            self._slots.release()
+
+    def _fetch(self, url: str, deadline: float) -> bytes:
         current = url.strip()
         for _ in range(MAX_REDIRECTS + 1):
             status, location, body = self._get_once(current, deadline)

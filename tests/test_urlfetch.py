@@ -249,3 +249,40 @@ def test_deadline_covers_every_read_of_a_dripping_server(part: str) -> None:
     api_error(exc, 422, "url_fetch_failed")
     assert "too long" in exc.value.message
     assert elapsed < 2.5, elapsed  # 1 s deadline; dripping everything takes over 20 s
+
+
+def test_one_deadline_for_all_urls_of_a_request(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Three URLs answering after 0.6 s each, FEWFACE_URL_TIMEOUT=1: the request's one deadline
+    runs out at the second (each used to get its own, so a request with 10 URLs held a worker 10x)."""
+    from tests.conftest import no_face_image
+
+    routes = {f"/{i}.png": Route(body=no_face_image(), headers={"Content-Type": "image/png"}, delay=0.6) for i in range(3)}
+    with loopback_server(routes) as srv:
+        client = make_app(data_dir=tmp_path / "d", allow_private_urls=True, url_timeout=1.0).test_client()
+        started = time.monotonic()
+        r = client.post("/v1/people/p/faces", json={"url": [srv.url(f"/{i}.png") for i in range(3)], "name": "P"})
+        assert r.status_code == 422 and r.json["code"] == "url_fetch_failed", r.json
+        assert time.monotonic() - started < 1.6
+        assert client.get("/v1/people").json["total"] == 0
+
+
+def test_fetches_in_flight_are_bounded() -> None:
+    """With every fetch slot held by a slow server, another fetch is refused at once (503
+    url_fetch_busy) instead of taking one more worker thread."""
+    routes = {"/slow": Route(body=b"x", delay=1.5), "/fast": Route(body=b"y")}
+    with loopback_server(routes) as srv:
+        fetcher = UrlFetcher(max_bytes=1024, timeout=5.0, allow_private=True, max_concurrent=2)
+        results: list[bytes] = []
+        threads = [threading.Thread(target=lambda: results.append(fetcher.fetch(srv.url("/slow")))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        with pytest.raises(ApiError) as exc:
+            fetcher.fetch(srv.url("/fast"))
+        api_error(exc, 503, "url_fetch_busy")
+        assert time.monotonic() - started < 0.5
+        for t in threads:
+            t.join(timeout=10)
+        assert results == [b"x", b"x"]
+        assert fetcher.fetch(srv.url("/fast")) == b"y"  # slots are given back
