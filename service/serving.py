@@ -195,6 +195,7 @@ class DrainingServer:
         while busy and time.monotonic() < deadline:
             timeout = min(POLL_SECONDS, max(0.0, deadline - time.monotonic()))
             wasyncore.loop(timeout=timeout, map=self._map, use_poll=adj.asyncore_use_poll, count=1)
+            self._enforce_limits()  # a slow sender cannot hold the drain past its own deadline either
             busy = self._close_idle()
         self.drained = busy == 0
         if busy:

@@ -67,11 +67,10 @@ class Prober:
 
 def test_crafted_uploads_stay_within_budgets(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "data", tmp_path / "server.log") as server:
-        taught = requests.post(
-            server.url("/v1/people/kept/faces"), files={"file": upload(photo("img1.jpg"))}, data={"name": "K"}, timeout=60
-        )
+        face = {"file": ("face.jpg", photo("img1.jpg"))}
+        taught = requests.post(server.url("/v1/people/kept/faces"), files=face, data={"name": "K"}, timeout=60)
         assert taught.status_code == 201, taught.text
-        requests.post(server.url("/v1/identify"), files={"file": upload(photo("img1.jpg"))}, timeout=60)  # warm-up
+        requests.post(server.url("/v1/identify"), files=face, timeout=60)  # warm-up
         before = api_state(server.base)
         results = []
         for item in bombs.crafted_uploads():
