@@ -15,8 +15,10 @@ keeps one alive; at its connection limit it stops accepting anyone): the loop cl
   ``request_timeout``, then close), however slowly the bytes trickle in;
 - a connection idle (no request in flight, nothing to send) for ``idle_timeout`` seconds;
 - when the open connections reach 90 % of ``max_connections``, the idle ones and the ones
-  still sending a request, longest-waiting first, down to 80 %: a new client always finds a
-  slot, and only a connection with a request in flight is never evicted.
+  still sending a request, oldest first, down to 80 %: a new client always finds a slot (and
+  is the last to be evicted), and a connection with a request in flight never is. Up to
+  ACCEPTS_PER_TURN connections are accepted per turn of the loop (waitress accepts one), so
+  a real client is not left queued behind a flood in the listen backlog.
 
 The event loop uses poll() (select() fails above 1,024 descriptors) and the process's open-file
 limit is raised to fit ``max_connections``.
@@ -48,6 +50,8 @@ POLL_SECONDS = 0.5  # longest wait of one event-loop turn (the trigger wakes it 
 SWEEP_SECONDS = 0.5  # how often connection deadlines are checked
 EVICT_AT = 0.9  # share of max_connections at which idle and slow connections are closed ...
 EVICT_TO = 0.8  # ... down to this share
+ACCEPTS_PER_TURN = 64  # connections accepted per turn of the loop
+EVICT_LOG_SECONDS = 10.0
 FILES_RESERVED = 128  # descriptors kept for the gallery, the models, listeners and logs
 # Errors waitress answers itself, before the app sees the request (malformed HTTP, body over
 # its limit, headers too large, unsupported transfer coding).
@@ -150,6 +154,7 @@ class DrainingServer:
         self.body_timeout = float(body_timeout)
         self.evicted = 0  # connections closed to make room (for tests and logs)
         self._next_sweep = 0.0
+        self._next_evict_log = 0.0
         self._map: dict[int, Any] = {}
         options = {
             "connection_limit": self.max_connections,
@@ -161,6 +166,7 @@ class DrainingServer:
         self._server = create_server(app, map=self._map, **options)
         for listener in self._listeners():
             listener.channel_class = JsonErrorChannel
+            listener.handle_accept = self._accept_many(listener.handle_accept)  # type: ignore[method-assign]
         self._stop = threading.Event()
         self.drained = True  # False when the timeout cut in-flight requests off
 
@@ -242,18 +248,37 @@ class DrainingServer:
         if crowded:
             self._evict(channels)
 
+    def _accept_many(self, accept_one: Callable[[], None]) -> Callable[[], None]:
+        """waitress accepts one connection per turn of the loop; under a flood of connections
+        that leaves a real client queued behind hundreds of attackers in the listen backlog.
+        Accept up to ACCEPTS_PER_TURN (within the limit) per turn instead."""
+
+        def accept() -> None:
+            for _ in range(ACCEPTS_PER_TURN):
+                before = len(self._map)
+                if before >= self.max_connections:
+                    return
+                accept_one()
+                if len(self._map) == before:  # nothing waiting (or a failed accept)
+                    return
+
+        return accept
+
     def _evict(self, channels: list[JsonErrorChannel]) -> None:
-        """Close idle connections, then those still sending a request, longest-waiting first,
-        until the open connections are down to EVICT_TO of the limit."""
+        """Close idle connections and those still sending a request, oldest first, until the
+        open connections are down to EVICT_TO of the limit."""
         excess = len(self._map) - int(EVICT_TO * self.max_connections)
-        idle = sorted((c for c in channels if c.connected and c.idle), key=lambda c: c.last_activity)
-        receiving = sorted((c for c in channels if c.connected and c.receiving), key=lambda c: c.request_started)
-        victims = (idle + receiving)[: max(0, excess)]
+        candidates = [c for c in channels if c.connected and (c.idle or c.receiving)]
+        candidates.sort(key=lambda c: c.creation_time)  # a client that just connected is the last to go
+        victims = candidates[: max(0, excess)]
         for channel in victims:
             channel.handle_close()
         if victims:
             self.evicted += len(victims)
-            log.warning("%d connections open (limit %d): closed %d idle or slow ones", len(self._map), self.max_connections, len(victims))
+            now = time.monotonic()
+            if now >= self._next_evict_log:  # at most one line per EVICT_LOG_SECONDS under a flood
+                self._next_evict_log = now + EVICT_LOG_SECONDS
+                log.warning("connection limit %d reached: %d idle or slow connections closed so far", self.max_connections, self.evicted)
 
     def _close_idle(self) -> int:
         """Close connections with nothing in flight; return how many are still busy."""
