@@ -137,9 +137,9 @@ def decode_image(
                     "image_too_complex",
                     f"decoding the image would take about {cost >> 20} MiB; the budget is {max_bytes >> 20} MiB (FEWFACE_MAX_DECODE_BYTES)",
                 )
-            orientation = _orientation(img)
             img.decodermaxblock = DECODE_CHUNK
             img.load()
+            orientation = _orientation(img)  # after load(): a PNG's eXIf chunk may follow its pixels
             rgb, width, height, scale = _working_image(img, width, height, orientation, max_side)
     except ApiError:
         raise
@@ -215,6 +215,8 @@ def _tiff_buffers(img: Image.Image, data_size: int) -> int:
     counts = counts if isinstance(counts, tuple) else (counts,)
     if any(isinstance(c, int) and c > data_size for c in counts):
         raise ApiError(422, "invalid_image", "the TIFF declares strips or tiles larger than the file (truncated)")
+    if tags.get(259, 1) == 1:
+        return 0  # uncompressed: Pillow copies the rows straight into the image, no libtiff buffer
     return block * pixel
 
 
