@@ -96,13 +96,14 @@ def build_state(gallery: Gallery, generator: str) -> dict[str, Any]:
 
 
 # -- import ---------------------------------------------------------------------------------
-# A state upload is bounded before and while it is parsed (issue 11): the gzip layer unpacks to at
-# most MAX_INFLATE_RATIO x the upload limit; a file in the canonical layout this service exports
-# (keys sorted, "checksum" first) has its checksum checked over the raw bytes before anything is
-# parsed; the document is then read one top-level member and one list item at a time (each at
-# most MAX_ITEM_CHARS, at most MAX_ITEMS, counted before reading), so no step holds the
-# interpreter for long and no Python object tree of the whole document is built; items are
-# validated as they arrive, embeddings checked all at once with numpy at the end.
+# A state upload is bounded before and while it is parsed (issue 11): the gzip layer unpacks to
+# at most MAX_INFLATE_RATIO x the upload limit; a file in the canonical layout this service
+# exports (keys sorted, "checksum" first) has its checksum checked over the raw bytes before
+# anything is parsed (a match skips the second check); the document is then read one top-level
+# member and one list item at a time (each at most MAX_ITEM_CHARS, at most MAX_ITEMS, counted
+# before reading), so no step holds the interpreter for long and no Python object tree of the
+# whole document is built; items are validated as they arrive, embeddings checked all at once
+# with numpy at the end.
 MAX_ITEM_CHARS = 64 * 1024  # one list item or one other top-level member
 MAX_ITEMS = 250_000  # people and faces together: each costs a few microseconds of Python to check
 MAX_MEMBERS = 64
@@ -132,18 +133,17 @@ def _inflate(data: bytes, limit: int) -> bytes:
 
 
 def _verify_raw_checksum(raw: bytes) -> bool:
-    """True when ``raw`` is in the canonical layout and its checksum matches (hashed over the raw
-    bytes, without parsing); False when it is in another layout (checked after parsing); 400
-    state_checksum_mismatch when the layout is canonical and the checksum does not match."""
+    """True when ``raw`` is in the canonical layout this service exports and its checksum
+    matches, hashed over the raw bytes without parsing anything. False otherwise: the document
+    is then parsed (within the reader's bounds) and its canonical form checked, which also
+    accepts the earlier layout and files re-serialised differently (escaped non-ASCII...)."""
     head = _CANONICAL_HEAD.match(raw)
     if head is None:
         return False
     body = raw[head.end() :].rstrip(b" \t\r\n")
     if not body.endswith(b"}"):
         raise _invalid("not JSON or truncated (it does not end with '}')")
-    if hashlib.sha256(b"{" + body).hexdigest() != head.group(1).decode():
-        raise ApiError(400, "state_checksum_mismatch", "the state file's checksum does not match its content (changed or damaged)")
-    return True
+    return hashlib.sha256(b"{" + body).hexdigest() == head.group(1).decode()
 
 
 def _number(value: Any, where: str, low: float = -math.inf, high: float = math.inf) -> float:
