@@ -17,6 +17,7 @@ from service.errors import ApiError
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 MAX_NAME_LENGTH = 256
 MAX_ID_LENGTH = 128
+MAX_JSON_VALUES = 10_000  # commas and brackets in a JSON body (a request carries a few images and parameters)
 _JOINERS = frozenset("\u200c\u200d")  # zero-width (non-)joiner: part of emoji sequences and of names in many scripts
 
 
@@ -51,6 +52,9 @@ def parse_request(request: Request, image_fields: Sequence[str]) -> RequestInput
             if files:
                 out.images[name] = files
     elif mimetype == "application/json" or mimetype.endswith("+json"):
+        raw = request.get_data(cache=True)
+        if raw.count(b",") + raw.count(b"{") + raw.count(b"[") > MAX_JSON_VALUES:  # before parsing: [{},{},...] is 24x its size
+            raise ApiError(400, "invalid_json", f"the JSON body holds more than {MAX_JSON_VALUES} values")
         try:
             body = request.get_json(silent=True)
         except RecursionError:  # absurdly deep nesting

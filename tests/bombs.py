@@ -241,6 +241,7 @@ def crafted_uploads() -> list[Crafted]:
         Crafted("gzip state bomb (166 MB inflated)", "/v1/state", gz, 400, bad, lambda: state_bomb(166_000_000)),
         Crafted("state, 229k valid people (11 MB)", "/v1/state", gz, 400, bad, lambda: state_people(11_000_000)),
         Crafted("state, 6M empty objects (18 MB JSON)", "/v1/state", js, 400, bad, lambda: nested_json(6_000_000)),
+        Crafted("identify JSON, 6M empty objects (18 MB)", "/v1/identify", js, 400, "invalid_json", lambda: nested_json(6_000_000)),
     ]
 
 

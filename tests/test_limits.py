@@ -152,6 +152,8 @@ def test_wide_modes_through_the_api(client: Any) -> None:
         r = client.post("/v1/identify", data={"file": upload(data, "wide.png")})
         assert r.status_code == 200 and r.json["faces"] == [], r.json
     assert_error(client.post("/v1/identify", data={"file": upload(bombs.tiff_huge_tile(), "t.tif")}), 422, "image_too_complex")
+    bomb = bombs.nested_json(2_000_000)  # 6 MB of "{}," : about 150 MB of Python objects if parsed
+    assert_error(client.post("/v1/identify", data=bomb, content_type="application/json"), 400, "invalid_json")
     assert snapshot(client) == before
 
 
@@ -171,13 +173,23 @@ def test_export_is_canonical_and_checked_before_parsing(client: Any) -> None:
     before = snapshot(client)
     assert_error(client.post("/v1/state", data=changed, content_type="application/json"), 400, "state_checksum_mismatch")
     assert snapshot(client) == before
-    # a file in the layout exported before (insertion order, checksum last, spaces) still imports
+    # a file in the layout exported before (insertion order, checksum last, spaces) still
+    # imports, and so does one re-serialised with sorted keys but escaped non-ASCII
+    assert client.patch("/v1/people/alice", json={"name": "Zoë Ångström"}).status_code == 200
+    state = client.get("/v1/state").get_data()
+    doc = json.loads(state)
     legacy = dict(doc)
     legacy["checksum"] = legacy.pop("checksum")
-    for text in (json.dumps(legacy).encode(), json.dumps(legacy, separators=(",", ":"), ensure_ascii=False).encode()):
+    before = snapshot(client)
+    ascii_sorted = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()  # checksum first, non-ASCII escaped
+    for text in (
+        json.dumps(legacy).encode(),
+        json.dumps(legacy, separators=(",", ":"), ensure_ascii=False).encode(),
+        ascii_sorted,
+    ):
         for body in (text, gzip.compress(text)):
             r = client.post("/v1/state", data=body, content_type="application/json")
-            assert r.status_code == 200 and r.json["imported"] == {"people": 1, "faces": 1}, r.json
+            assert r.status_code == 200 and r.json["imported"] == {"people": 1, "faces": 1}, (text[:80], r.json)
     assert snapshot(client) == before
 
 
