@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
 import time
 import warnings
@@ -31,6 +32,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from service.errors import ApiError
+
+log = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP", "TIFF"})
 _OPEN_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # Pillow's JPEG plugin also answers MPO
@@ -87,6 +90,7 @@ class _GuardedBytes(io.BytesIO):
                 ApiError(422, "image_too_complex", f"decoding the image took longer than {self.timeout:g} s (FEWFACE_DECODE_TIMEOUT)")
             )
         if self.cancelled is not None and self.cancelled():
+            log.info("the client hung up: image decoding abandoned")
             raise _Abandoned(ApiError(400, "client_disconnected", "the client closed the connection; the request was abandoned"))
         return super().read(size)
 

@@ -5,13 +5,16 @@ item 1). Real waitress on 127.0.0.1 (tests/hostile.py ``served``); bounded in ti
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
 
+import pytest
 import requests
 from flask import Flask
 
+from tests import bombs
 from tests.hostile import served
 
 
@@ -125,3 +128,27 @@ def test_slow_and_idle_connections_beyond_the_limit_do_not_lock_out_a_new_client
         finally:
             for sock in attackers:
                 sock.close()
+
+
+def test_a_client_hanging_up_abandons_its_decode(make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture) -> None:
+    """The decoder checks waitress' client_disconnected between chunks: a client that sends a
+    40 Mpx image and hangs up does not keep a worker decoding it."""
+    body = bombs.png_wide(*bombs.WIDE_SIZE, 8, 6)
+    caplog.set_level(logging.INFO, logger="service.imaging")
+    with served(make_app()) as base:
+        for _ in range(3):  # the hang-up must land while the decode runs: a few tries
+            sock = _connect(base)
+            sock.sendall(
+                b"POST /v1/identify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.05)
+            sock.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "image decoding abandoned" not in caplog.text:
+                time.sleep(0.1)
+            if "image decoding abandoned" in caplog.text:
+                break
+        assert "image decoding abandoned" in caplog.text
+        assert requests.get(base + "/healthz", timeout=5).status_code == 200
