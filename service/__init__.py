@@ -71,7 +71,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     from service.auth import register_auth
     from service.urlfetch import UrlFetcher
 
-    app.extensions["fewface_urlfetch"] = UrlFetcher(settings.max_upload_bytes, settings.url_timeout, settings.allow_private_urls)
+    app.extensions["fewface_urlfetch"] = UrlFetcher(
+        settings.max_upload_bytes, settings.url_timeout, settings.allow_private_urls, max_concurrent=max(1, settings.threads // 2)
+    )
     register_auth(app, settings)
     for module in (state, facebox, openapi, console, calibration_api):
         app.register_blueprint(module.bp)

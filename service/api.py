@@ -32,7 +32,15 @@ def recognizer() -> Recognizer:
 
 def decode(data: bytes) -> DecodedImage:
     s = recognizer().settings
-    return decode_image(data, max_pixels=s.max_image_pixels, max_side=s.max_image_side)
+    return decode_image(
+        data,
+        max_pixels=s.max_image_pixels,
+        max_side=s.max_image_side,
+        max_bytes=s.max_decode_bytes,
+        max_jpeg_scans=s.max_jpeg_scans,
+        timeout=s.decode_timeout,
+        cancelled=request.environ.get("waitress.client_disconnected"),  # set by waitress (channel_request_lookahead > 0)
+    )
 
 
 # -- JSON shapes ---------------------------------------------------------------------------

@@ -100,6 +100,19 @@ class Settings:
     max_image_pixels: int = _setting(
         "FEWFACE_MAX_IMAGE_PIXELS", 40_000_000, "Largest decoded image (width x height) accepted; guards against decompression bombs."
     )
+    max_decode_bytes: int = _setting(
+        "FEWFACE_MAX_DECODE_BYTES",
+        256 * 1024 * 1024,
+        "Memory one image may take to decode, estimated from its header (tiles, strips, wide modes); 422 `image_too_complex` above.",
+    )
+    max_jpeg_scans: int = _setting(
+        "FEWFACE_MAX_JPEG_SCANS",
+        100,
+        "Most scans a (progressive) JPEG may have; each is a pass over the whole image (cameras write about 10).",
+    )
+    decode_timeout: float = _setting(
+        "FEWFACE_DECODE_TIMEOUT", 5.0, "Seconds an image may take to decode (checked every 16 KiB of input); 422 `image_too_complex` after."
+    )
     max_image_side: int = _setting(
         "FEWFACE_MAX_IMAGE_SIDE", 1600, "Images are downscaled so their longer side is at most this before detection."
     )
@@ -107,6 +120,16 @@ class Settings:
     min_detection_prob: float = _setting("FEWFACE_MIN_DETECTION_PROB", 0.9, "Faces the detector is less sure of are ignored.")
     max_faces: int = _setting("FEWFACE_MAX_FACES", 100, "At most this many faces (largest first) are identified per image.")
     max_teach_images: int = _setting("FEWFACE_MAX_TEACH_IMAGES", 10, "Most images one teach request may carry.")
+    max_connections: int = _setting(
+        "FEWFACE_MAX_CONNECTIONS", 1000, "Most open client connections; near it the idle and slowest-sending ones are closed to make room."
+    )
+    idle_timeout: float = _setting("FEWFACE_IDLE_TIMEOUT", 30.0, "Seconds a connection may stay open without sending a request.")
+    header_timeout: float = _setting(
+        "FEWFACE_HEADER_TIMEOUT", 10.0, "Seconds from a request's first byte to the end of its headers, however slowly they trickle in."
+    )
+    body_timeout: float = _setting(
+        "FEWFACE_BODY_TIMEOUT", 60.0, "Seconds from the end of a request's headers to the end of its body (408 `request_timeout` after)."
+    )
     log_level: str = _setting("FEWFACE_LOG_LEVEL", "INFO", "Python logging level.")
     api_key: str = _setting(
         "FEWFACE_API_KEY", "", "When set, requests need `X-API-Key: <key>` or `Authorization: Bearer <key>` (see Authentication)."
@@ -174,6 +197,9 @@ class Settings:
             "min_face_size",
             "max_faces",
             "max_teach_images",
+            "max_decode_bytes",
+            "max_jpeg_scans",
+            "max_connections",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -197,6 +223,9 @@ class Settings:
             raise ConfigError("FEWFACE_SHUTDOWN_TIMEOUT must not be negative")
         if not self.memory_trim_interval >= 0:
             raise ConfigError("FEWFACE_MEMORY_TRIM_INTERVAL must not be negative")
+        for name in ("decode_timeout", "idle_timeout", "header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{_env(name)} must be positive")
         if not self.url_timeout > 0:
             raise ConfigError("FEWFACE_URL_TIMEOUT must be positive")
         for name in ("batch_max_size", "detect_workers", "index_exact_max"):

@@ -18,6 +18,7 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 MAX_NAME_LENGTH = 256
 MAX_ID_LENGTH = 128  # native ids: one URL path segment
 MAX_FACEBOX_ID_LENGTH = 2048  # Facebox ids: file names, paths and URLs (the Go SDK's TeachURL uses the URL as id)
+MAX_JSON_VALUES = 10_000  # commas and brackets in a JSON body (a request carries a few images and parameters)
 _JOINERS = frozenset("\u200c\u200d")  # zero-width (non-)joiner: part of emoji sequences and of names in many scripts
 
 
@@ -52,6 +53,9 @@ def parse_request(request: Request, image_fields: Sequence[str]) -> RequestInput
             if files:
                 out.images[name] = files
     elif mimetype == "application/json" or mimetype.endswith("+json"):
+        raw = request.get_data(cache=True)
+        if raw.count(b",") + raw.count(b"{") + raw.count(b"[") > MAX_JSON_VALUES:  # before parsing: [{},{},...] is 24x its size
+            raise ApiError(400, "invalid_json", f"the JSON body holds more than {MAX_JSON_VALUES} values")
         try:
             body = request.get_json(silent=True)
         except RecursionError:  # absurdly deep nesting
@@ -78,6 +82,7 @@ def parse_request(request: Request, image_fields: Sequence[str]) -> RequestInput
 
 def _fetch_urls(out: RequestInput, image_fields: Sequence[str]) -> None:
     targets = {"url": image_fields[0], **{f"{name}_url": name for name in image_fields}}
+    deadline = None  # one FEWFACE_URL_TIMEOUT for all the URLs of a request
     for key, target in targets.items():
         value = out.params.pop(key, None)
         if value in (None, "", []):
@@ -92,7 +97,8 @@ def _fetch_urls(out: RequestInput, image_fields: Sequence[str]) -> None:
         fetcher = current_app.extensions.get("fewface_urlfetch")
         if fetcher is None:
             raise ApiError(400, "url_not_allowed", "URL input is not enabled")
-        out.images.setdefault(target, []).extend(fetcher.fetch(u) for u in urls)
+        deadline = deadline or fetcher.deadline()
+        out.images.setdefault(target, []).extend(fetcher.fetch(u, deadline) for u in urls)
 
 
 def decode_base64(value: Any, key: str) -> bytes:

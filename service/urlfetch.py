@@ -6,9 +6,15 @@
   not), unless ``allow_private``. The connection then goes to an address that was checked, with
   the original host name kept for the Host header and TLS (SNI and certificate checks), so a
   second DNS answer (DNS rebinding) cannot redirect it.
-- One deadline covers the whole fetch, redirects and DNS lookups included; the body is read up
-  to ``max_bytes``. A lookup runs on a daemon thread (at most ``DNS_LOOKUPS`` at once) so a slow
-  resolver cannot hold a request past the deadline; a late answer is dropped.
+- One deadline covers the whole fetch, redirects and DNS lookups included: every connect, TLS
+  handshake, send and read (status line, each header line, each body chunk) gets the time left
+  as its timeout and fails once none is left, so a server dripping its headers a byte at a
+  time cannot hold a fetch past the deadline. The body is read up to ``max_bytes``. A lookup
+  runs on a daemon thread (at most ``DNS_LOOKUPS`` at once) so a slow resolver cannot hold a
+  request past the deadline; a late answer is dropped.
+
+- At most ``max_concurrent`` fetches run at once (half the worker threads): more are refused at
+  once with 503 ``url_fetch_busy`` rather than letting slow servers hold every worker.
 
 Refusals by policy are 400 ``url_not_allowed``; failures to get the bytes are 422
 ``url_fetch_failed``.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import logging
+import math
 import socket
 import ssl
 import string
@@ -62,11 +69,29 @@ class UrlFetcher:
     allow_private: bool = False
     resolver: Callable[..., list[Any]] = field(default=socket.getaddrinfo, repr=False)  # getaddrinfo's signature
 
-    def fetch(self, url: str) -> bytes:
-        """The body of ``url`` (after redirects); ApiError when refused or failed."""
+    max_concurrent: int = 4  # fetches in flight at once across requests (each holds a worker thread)
+    _slots: threading.BoundedSemaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_slots", threading.BoundedSemaphore(max(1, self.max_concurrent)))
+
+    def deadline(self) -> float:
+        """A deadline ``timeout`` seconds from now, to share between the URLs of one request."""
+        return time.monotonic() + self.timeout
+
+    def fetch(self, url: str, deadline: float | None = None) -> bytes:
+        """The body of ``url`` (after redirects); ApiError when refused or failed. ``deadline``
+        (time.monotonic()) defaults to ``timeout`` seconds from now."""
         if not isinstance(url, str) or not url.strip():
             raise ApiError(400, "url_not_allowed", "url must be a non-empty string")
-        deadline = time.monotonic() + self.timeout
+        if not self._slots.acquire(blocking=False):
+            raise ApiError(503, "url_fetch_busy", f"{self.max_concurrent} URLs are being fetched already; try again shortly")
+        try:
+            return self._fetch(url, self.deadline() if deadline is None else deadline)
+        finally:
+            self._slots.release()
+
+    def _fetch(self, url: str, deadline: float) -> bytes:
         current = url.strip()
         for _ in range(MAX_REDIRECTS + 1):
             status, location, body = self._get_once(current, deadline)
@@ -114,6 +139,8 @@ class UrlFetcher:
             return response.status, None, b"".join(chunks)
         except ApiError:
             raise
+        except TimeoutError:
+            raise ApiError(422, "url_fetch_failed", "fetching the URL took too long (FEWFACE_URL_TIMEOUT)") from None
         except (OSError, http.client.HTTPException) as exc:
             raise ApiError(422, "url_fetch_failed", f"fetching the URL failed: {_describe(exc)}") from None
         finally:
@@ -166,12 +193,12 @@ class UrlFetcher:
     def _connect(self, scheme: str, host: str, port: int, addresses: list[IPAddress], deadline: float) -> http.client.HTTPConnection:
         last: Exception | None = None
         for ip in addresses:
-            remaining = _check_deadline(deadline)
+            _check_deadline(deadline)
             conn: http.client.HTTPConnection
             if scheme == "https":
-                conn = _PinnedHTTPSConnection(host, port, str(ip), timeout=remaining, context=ssl.create_default_context())
+                conn = _PinnedHTTPSConnection(host, port, str(ip), deadline=deadline, context=ssl.create_default_context())
             else:
-                conn = _PinnedHTTPConnection(host, port, str(ip), timeout=remaining)
+                conn = _PinnedHTTPConnection(host, port, str(ip), deadline=deadline)
             try:
                 conn.connect()
                 return conn
@@ -181,30 +208,90 @@ class UrlFetcher:
         raise ApiError(422, "url_fetch_failed", f"cannot connect to {host!r}: {_describe(last)}")
 
 
+class _DeadlineMixin:
+    """Every send and receive gets the time left before ``deadline`` as its timeout."""
+
+    deadline = math.inf
+
+    def _arm(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline reached")
+        self.settimeout(remaining)  # type: ignore[attr-defined]
+
+    def recv(self, *args: Any) -> bytes:
+        self._arm()
+        return super().recv(*args)  # type: ignore[misc]
+
+    def recv_into(self, *args: Any) -> int:
+        self._arm()
+        return super().recv_into(*args)  # type: ignore[misc]
+
+    def send(self, *args: Any) -> int:
+        self._arm()
+        return super().send(*args)  # type: ignore[misc]
+
+    def sendall(self, *args: Any) -> None:
+        self._arm()
+        super().sendall(*args)  # type: ignore[misc]
+
+
+class _DeadlineSocket(_DeadlineMixin, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_DeadlineMixin, ssl.SSLSocket):
+    pass
+
+
+def _open_socket(ip: str, port: int, deadline: float) -> _DeadlineSocket:
+    sock = _DeadlineSocket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+    sock.deadline = deadline
+    try:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Connects to ``ip`` while speaking HTTP to ``host`` (Host header)."""
 
-    def __init__(self, host: str, port: int, ip: str, *, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, ip: str, *, deadline: float) -> None:
+        super().__init__(host, port, timeout=max(0.001, deadline - time.monotonic()))
         self._ip = ip
+        self._deadline = deadline
 
     def connect(self) -> None:
         if self.sock is None:
-            self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+            self.sock = _open_socket(self._ip, self.port, self._deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """TLS to ``ip`` with SNI and certificate checks for ``host``."""
 
-    def __init__(self, host: str, port: int, ip: str, *, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
+    def __init__(self, host: str, port: int, ip: str, *, deadline: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=max(0.001, deadline - time.monotonic()), context=context)
         self._ip = ip
+        self._deadline = deadline
         self._tls = context
+        self._tls.sslsocket_class = _DeadlineSSLSocket
 
     def connect(self) -> None:
         if self.sock is None:
-            raw = socket.create_connection((self._ip, self.port), self.timeout)
-            self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+            raw = _open_socket(self._ip, self.port, self._deadline)
+            try:
+                tls = self._tls.wrap_socket(raw, server_hostname=self.host, do_handshake_on_connect=False)
+            except BaseException:
+                raw.close()
+                raise
+            assert isinstance(tls, _DeadlineSSLSocket)
+            tls.deadline = self._deadline
+            tls.settimeout(max(0.001, self._deadline - time.monotonic()))
+            tls.do_handshake()  # one timeout for the whole handshake
+            self.sock = tls
 
 
 def _split(url: str) -> tuple[str, str, int, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,3 +179,110 @@ def test_teach_identify_verify_by_url(make_app: Callable[..., Flask], tmp_path: 
         assert r.status_code == 200 and r.json["same_person"] is False
         r = client.post("/v1/identify", json={"url": srv.url("/nothing-here.jpg")})
         assert r.status_code == 422 and r.json["code"] == "url_fetch_failed"
+
+
+def _dripping_server(response: bytes, every: float) -> tuple[str, threading.Event]:
+    """A loopback server that answers every connection with ``response`` one byte per ``every`` s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve_one(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            for byte in response:
+                if stop.wait(every):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def accept() -> None:
+        with listener:
+            listener.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/x.jpg", stop
+
+
+@pytest.mark.parametrize("part", ["status line and headers", "body"])
+def test_deadline_covers_every_read_of_a_dripping_server(part: str) -> None:
+    """Issue 11 item 4: a server sending its status line, headers or body one byte at a time
+    cannot hold a fetch past FEWFACE_URL_TIMEOUT (each read used to wait afresh)."""
+    headers = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Pad: " + b"p" * 200 + b"\r\nContent-Length: 400\r\n\r\n"
+    body = b"b" * 400
+    fetcher = UrlFetcher(max_bytes=1 << 20, timeout=1.0, allow_private=True)
+    if part == "body":
+        listener = socket.create_server(("127.0.0.1", 0))
+        stop = threading.Event()
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn, listener:
+                conn.recv(65536)
+                conn.sendall(headers)
+                for byte in body:
+                    if stop.wait(0.05):
+                        return
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        return
+
+        threading.Thread(target=serve, daemon=True).start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/x.jpg"
+    else:
+        url, stop = _dripping_server(headers + body, 0.05)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApiError) as exc:
+            fetcher.fetch(url)
+    finally:
+        stop.set()
+    elapsed = time.monotonic() - started
+    api_error(exc, 422, "url_fetch_failed")
+    assert "too long" in exc.value.message
+    assert elapsed < 2.5, elapsed  # 1 s deadline; dripping everything takes over 20 s
+
+
+def test_one_deadline_for_all_urls_of_a_request(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """Three URLs answering after 0.6 s each, FEWFACE_URL_TIMEOUT=1: the request's one deadline
+    runs out at the second (each used to get its own, so a request with 10 URLs held a worker 10x)."""
+    from tests.conftest import no_face_image
+
+    routes = {f"/{i}.png": Route(body=no_face_image(), headers={"Content-Type": "image/png"}, delay=0.6) for i in range(3)}
+    with loopback_server(routes) as srv:
+        client = make_app(data_dir=tmp_path / "d", allow_private_urls=True, url_timeout=1.0).test_client()
+        started = time.monotonic()
+        r = client.post("/v1/people/p/faces", json={"url": [srv.url(f"/{i}.png") for i in range(3)], "name": "P"})
+        assert r.status_code == 422 and r.json["code"] == "url_fetch_failed", r.json
+        assert time.monotonic() - started < 1.6
+        assert client.get("/v1/people").json["total"] == 0
+
+
+def test_fetches_in_flight_are_bounded() -> None:
+    """With every fetch slot held by a slow server, another fetch is refused at once (503
+    url_fetch_busy) instead of taking one more worker thread."""
+    routes = {"/slow": Route(body=b"x", delay=1.5), "/fast": Route(body=b"y")}
+    with loopback_server(routes) as srv:
+        fetcher = UrlFetcher(max_bytes=1024, timeout=5.0, allow_private=True, max_concurrent=2)
+        results: list[bytes] = []
+        threads = [threading.Thread(target=lambda: results.append(fetcher.fetch(srv.url("/slow")))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        with pytest.raises(ApiError) as exc:
+            fetcher.fetch(srv.url("/fast"))
+        api_error(exc, 503, "url_fetch_busy")
+        assert time.monotonic() - started < 0.5
+        for t in threads:
+            t.join(timeout=10)
+        assert results == [b"x", b"x"]
+        assert fetcher.fetch(srv.url("/fast")) == b"y"  # slots are given back
