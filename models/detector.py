@@ -37,7 +37,7 @@ class FaceDetector:
         min_prob: float = 0.9,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         detect_side: int = 640,
-        max_candidates: int = 2000,
+        max_candidates: int = 1000,
     ) -> None:
         if min_face_size < 12 or detect_side < 0 or max_candidates < 5:
             raise ValueError("min_face_size must be >= 12, detect_side >= 0 and max_candidates >= 5")

@@ -37,8 +37,8 @@ class CascadeLimits:
 
     min_face_size: int = 20
     detect_side: int = 640  # 0: scan the full-resolution pyramid, as stock MTCNN does
-    max_rnet: int = 2000
-    max_onet: int = 400
+    max_rnet: int = 1000
+    max_onet: int = 200
 
 
 @dataclass

@@ -43,7 +43,7 @@ class IdentifiedFace:
 
 # Detection work per image is bounded: at most this many candidates per FEWFACE_MAX_FACES enter
 # MTCNN's R-Net (a fifth of them its O-Net), see models/mtcnn.py and README (Performance).
-DETECT_CANDIDATES_PER_FACE = 20
+DETECT_CANDIDATES_PER_FACE = 10
 
 
 class Engine:
