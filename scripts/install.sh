@@ -35,5 +35,6 @@ $PIP install -r requirements.txt
 $PIP install --no-deps -r requirements-nodeps.txt
 if [ "$DEV" = 1 ]; then
   $PIP install -r requirements-dev.txt
+  $PIP install --no-deps -r requirements-dev-nodeps.txt
 fi
 $PIP check || true  # facenet-pytorch's stale pins are expected to be reported here

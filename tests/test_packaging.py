@@ -84,7 +84,8 @@ def test_install_script_installs_the_pinned_requirements_for_each_variant(varian
 
 def test_install_script_dev_and_default_and_refusals() -> None:
     assert install_commands() == install_commands("--torch=cuda")  # CI's default: PyPI's own torch wheels
-    assert "pip install -r requirements-dev.txt" in install_commands("--dev", "--torch=cpu")
+    dev = install_commands("--dev", "--torch=cpu")
+    assert "pip install -r requirements-dev.txt" in dev and "pip install --no-deps -r requirements-dev-nodeps.txt" in dev
     for bad in (["--torch=rocm"], ["--nope"]):
         run = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), *bad], env={"PATH": os.environ["PATH"], "PIP": "echo pip"},
                              capture_output=True, text=True, timeout=30)  # fmt: skip
@@ -94,7 +95,7 @@ def test_install_script_dev_and_default_and_refusals() -> None:
 
 
 def test_every_requirement_is_pinned_and_named_deps_present() -> None:
-    reqs = requirements("requirements.txt", "requirements-nodeps.txt", "requirements-dev.txt")
+    reqs = requirements("requirements.txt", "requirements-nodeps.txt", "requirements-dev.txt", "requirements-dev-nodeps.txt")
     for needed in ("torch", "torchvision", "facenet-pytorch", "faiss-cpu", "flask", "pillow", "numpy", "waitress"):
         assert needed in reqs, needed
 
