@@ -131,6 +131,8 @@ class Cascade(torch.nn.Module):
         if len(boxes) == 0:
             return boxes, owner
         crops, boxes, owner = _crops(sums, boxes, owner, 24)
+        if len(crops) == 0:
+            return boxes[:, :5], owner
         reg, probs = self.rnet(self._tensor(crops))
         score = probs[:, 1]
         ok = score > self.thresholds[1]
@@ -144,6 +146,8 @@ class Cascade(torch.nn.Module):
         if len(boxes) == 0:
             return torch.zeros(0, 5, device=self.device), owner, torch.zeros(0, 5, 2, device=self.device)
         crops, boxes, owner = _crops(sums, boxes, owner, 48)
+        if len(crops) == 0:
+            return boxes[:, :5], owner, torch.zeros(0, 5, 2, device=self.device)
         reg, marks, probs = self.onet(self._tensor(crops))
         score = probs[:, 1]
         ok = score > self.thresholds[2]
