@@ -103,7 +103,7 @@ class Cascade(torch.nn.Module):
         for scale in pyramid_scales(height, width, self.limits):
             rows = _bins(np.zeros(1, np.int64), np.full(1, height), int(height * scale + 1))
             cols = _bins(np.zeros(1, np.int64), np.full(1, width), int(width * scale + 1))
-            level = np.concatenate([_pooled(sums, np.full(1, i), rows, cols) for i in range(len(sums))])
+            level = _level(sums, rows, cols)
             reg, probs = self.pnet(self._tensor(level))
             boxes, owner = _grid_boxes(reg, probs[:, 1], scale, self.thresholds[0])
             keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)
@@ -249,6 +249,16 @@ def _pooled(sums: np.ndarray, owner: np.ndarray, rows: tuple[np.ndarray, np.ndar
     total = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)  # exact: every sum fits the table's dtype
     area = torch.from_numpy(((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1))
     return (total.float() / area.float()).reshape(n, sy, sx, 3).numpy()
+
+
+def _level(sums: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """A whole pyramid level, (N, size_y, size_x, 3) float32: the same area averages as ``_pooled``,
+    gathered row-wise then column-wise (contiguous copies instead of four scattered look-ups)."""
+    (r0, r1), (c0, c1) = (rows[0][0], rows[1][0]), (cols[0][0], cols[1][0])
+    strips = sums[:, r1] - sums[:, r0]  # (N, size_y, W + 1, 3): column sums of each row band
+    totals = strips[:, :, c1] - strips[:, :, c0]
+    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[None, :, :, None]
+    return (totals / area).astype(np.float32)
 
 
 def _crops(sums: np.ndarray, boxes: torch.Tensor, owner: torch.Tensor, size: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
