@@ -1,11 +1,23 @@
-# CPU image of Fewface. Build: docker build -t fewface .   Run: docker run -p 8080:8080 -v fewface-data:/data fewface
+# Fewface. Two images from this one recipe (and the same scripts/install.sh as CI):
+#   CPU (default, PyTorch's CPU-only wheels, about 1.2 GB):
+#     docker build -t fewface .
+#     docker run -p 8080:8080 -v fewface-data:/data fewface
+#   CUDA (PyPI's CUDA build of torch with its nvidia-* libraries, about 6 GB; needs the NVIDIA container toolkit):
+#     docker build --build-arg TORCH_VARIANT=cuda -t fewface:cuda .
+#     docker run --gpus all -p 8080:8080 -v fewface-data:/data fewface:cuda
+# Both serve dlib-resnet-v1 (its weights come with requirements.txt). To bake facenet weights in
+# (their accuracy is not measured by this project): --build-arg FACENET_WEIGHTS=facenet-vggface2
+# (or "facenet-vggface2 facenet-casia"), then run with -e FEWFACE_MODEL=facenet-vggface2.
 FROM python:3.11-slim
+
+ARG TORCH_VARIANT=cpu
+ARG FACENET_WEIGHTS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     TORCH_HOME=/opt/torch \
-    FEWFACE_MODEL=facenet-vggface2 \
+    FEWFACE_MODEL=dlib-resnet-v1 \
     FEWFACE_DATA_DIR=/data \
     FEWFACE_HOST=0.0.0.0 \
     FEWFACE_PORT=8080 \
@@ -15,12 +27,12 @@ WORKDIR /app
 COPY requirements.txt requirements-nodeps.txt ./
 COPY scripts/install.sh scripts/install.sh
 # Same install recipe as CI (scripts/install.sh), so the image's packages are the tested ones.
-RUN bash scripts/install.sh
+RUN TORCH_VARIANT="$TORCH_VARIANT" bash scripts/install.sh
 
 COPY models/ models/
 COPY service/ service/
-# Bake the VGGFace2 weights into the image at build time; nothing is downloaded at run time.
-RUN python -m models.weights fetch facenet-vggface2 && python -m models.weights check dlib-resnet-v1
+# Nothing is downloaded at run time: dlib-resnet-v1's weights are installed, facenet's only when asked for.
+RUN python -m models.weights check dlib-resnet-v1 && for m in $FACENET_WEIGHTS; do python -m models.weights fetch "$m"; done
 
 RUN useradd --system --uid 10001 fewface && mkdir -p /data && chown fewface /data
 USER fewface

@@ -1,6 +1,9 @@
-"""Identify latency, one client: a one-face photo and a group photo, end to end over HTTP
-(a real waitress server on 127.0.0.1, or Flask's test client with --test-client), after
-teaching three people. Then where the time goes: decode, detect, crop, embed, search.
+"""Identify latency, one client: a one-face photo, a group photo and a small LFW news photo, end
+to end over HTTP (a real waitress server on 127.0.0.1, or Flask's test client with
+--test-client), after teaching three people. In the same run, for each photo: the same
+identify in-process (decode + ``Recognizer.identify``, no HTTP) and face_recognition's
+pipeline (dlib HOG + encodings, when installed), so the ratios compare like with like. Then
+where the time goes: decode, detect, crop, embed, search.
 
     .venv/bin/python -m bench.identify_latency [--requests 10] [--test-client]
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,13 +22,24 @@ import numpy as np
 import requests
 
 from bench.common import FACES, machine, ms, waitress_server
+from bench.vs_face_recognition import face_recognition_pipeline
 from service import create_app
 from service.config import Settings
 from service.imaging import decode_image
 from service.recognizer import Engine
 
 TEACH = {"person00": "img26.jpg", "person01": "img1.jpg", "person02": "img17.jpg"}
-PHOTOS = {"one face (img2.jpg)": "img2.jpg", "group (selfie-many-people.jpg)": "selfie-many-people.jpg"}
+PHOTOS = {
+    "one face (img2.jpg)": "img2.jpg",
+    "group (selfie-many-people.jpg)": "selfie-many-people.jpg",
+    "small (LFW 250x250)": "../lfw-dev/people/Aaron_Sorkin/Aaron_Sorkin_0001.jpg",
+}
+
+
+def once(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -78,11 +93,35 @@ def main() -> None:
 
             for person, filename in TEACH.items():
                 post(f"/v1/people/{person}/faces", filename)
+            recognizer = app.extensions["fewface"]
+            fr = face_recognition_pipeline()
+            if fr is None:
+                print("# face_recognition is NOT installed (pip install --no-deps -r requirements-dev-nodeps.txt): no peer column")
             for label, filename in PHOTOS.items():
-                result = post("/v1/identify", filename)
-                times = timed(lambda filename=filename: post("/v1/identify", filename), args.requests)
-                print(f"{label:<32} {result['face_count']:3d} faces   {ms(times)}")
-        print("# where the time goes (medians, direct calls)")
+                data = (FACES / filename).read_bytes()
+
+                def in_process(data: bytes = data) -> None:
+                    decoded = decode_image(data, max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
+                    recognizer.identify(decoded)
+
+                result = post("/v1/identify", filename)  # warm-up
+                in_process()
+                if fr is not None:
+                    fr(data)
+                runs: dict[str, list[float]] = {"http": [], "in-process": [], "face_recognition": []}
+                for _ in range(args.requests):  # interleaved, so the machine's load hits all alike
+                    runs["http"].append(once(lambda filename=filename: post("/v1/identify", filename)))
+                    runs["in-process"].append(once(in_process))
+                    if fr is not None:
+                        runs["face_recognition"].append(once(lambda data=data: fr(data)))
+                http_p50, local_p50 = np.median(runs["http"]), np.median(runs["in-process"])
+                line = f"{label:<32} {result['face_count']:3d} faces   HTTP {ms(runs['http'])}   in-process p50 {local_p50 * 1000:.1f} ms"
+                line += f" (HTTP / in-process {http_p50 / local_p50:.2f})"
+                if fr is not None:
+                    theirs = np.median(runs["face_recognition"])
+                    line += f"   face_recognition p50 {theirs * 1000:.1f} ms (HTTP / face_recognition {http_p50 / theirs:.2f})"
+                print(line)
+        print(f"# where the time goes (medians, direct calls); load average now {os.getloadavg()[0]:.1f}")
         for label, filename in PHOTOS.items():
             print(f"{label:<32} {stages(engine, settings, (FACES / filename).read_bytes(), max(3, args.requests // 2))}")
         t = timed(lambda: app.extensions["fewface"].gallery.search(np.ones((1, engine.embedder.dim), np.float32), 3), 20)

@@ -2,13 +2,17 @@
 to their identity from identities.csv) over HTTP to a real waitress server on 127.0.0.1,
 by one client one photo at a time, then by several concurrent clients; a fresh gallery each.
 
-    .venv/bin/python -m bench.teach_throughput [--photos 48] [--clients 1,8]
+Each configuration runs with Fewface's detector and, in the same run, with the detector it
+replaced (facenet-pytorch's stock MTCNN, ``--detectors fewface,stock``), for the ratio.
+
+    .venv/bin/python -m bench.teach_throughput [--photos 48] [--clients 1,8] [--detectors fewface,stock]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import tempfile
 import threading
@@ -16,6 +20,7 @@ import threading
 import requests
 
 from bench.common import FACES, machine, run_clients, waitress_server
+from bench.stock_detector import engine_with
 from service import create_app
 from service.config import Settings
 from service.recognizer import Engine
@@ -61,29 +66,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=48)
     parser.add_argument("--clients", default="1,8")
+    parser.add_argument("--detectors", default="fewface,stock", help="fewface and/or stock (today's facenet-pytorch MTCNN)")
     args = parser.parse_args()
     settings = Settings.from_env()
-    engine = Engine.from_settings(settings)
     items = photos(args.photos)
     via = f"HTTP (waitress, {settings.threads} threads)"
-    print(f"# teach throughput, {len(items)} photos over {via}; {settings.model} on {engine.embedder.device}")
-    print(f"# FEWFACE_DETECT_WORKERS={settings.detect_workers}, FEWFACE_BATCH_MAX_WAIT_MS={settings.batch_max_wait_ms}")
+    print(f"# teach throughput, {len(items)} photos over {via}; {settings.model}")
+    print(
+        f"# FEWFACE_DETECT_WORKERS={settings.detect_workers}, FEWFACE_BATCH_MAX_WAIT_MS={settings.batch_max_wait_ms},"
+        f" FEWFACE_DETECT_SIDE={settings.detect_side}"
+    )
     print(f"# {machine()}")
-    teach_all(engine, settings, items[:2], 1)  # warm-up
-    base = 0.0
+    rates: dict[tuple[str, int], float] = {}
+    for name in args.detectors.split(","):
+        engine: Engine = engine_with(name, settings)  # type: ignore[assignment]
+        teach_all(engine, settings, items[:2], 1)  # warm-up
+        for clients in (int(c) for c in args.clients.split(",")):
+            before = engine.batcher.stats()
+            elapsed, faces = teach_all(engine, settings, items, clients)
+            after = engine.batcher.stats()
+            rate = rates[name, clients] = faces / elapsed
+            batches = after.detect_batches - before.detect_batches
+            print(
+                f"{name:<8} {clients:2d} client(s): {faces} faces in {elapsed:6.1f} s = {rate:5.2f} faces/s;"
+                f" {after.detect_requests - before.detect_requests} detections in {batches} detector calls,"
+                f" {after.faces_embedded - before.faces_embedded} faces in {after.embed_batches - before.embed_batches} forward passes"
+            )
+        engine.close()
     for clients in (int(c) for c in args.clients.split(",")):
-        before = engine.batcher.stats()
-        elapsed, faces = teach_all(engine, settings, items, clients)
-        after = engine.batcher.stats()
-        rate = faces / elapsed
-        base = base or rate
-        batches = after.detect_batches - before.detect_batches
-        print(
-            f"{clients:2d} client(s): {faces} faces in {elapsed:6.1f} s = {rate:5.2f} faces/s ({rate / base:.2f}x);"
-            f" {after.detect_requests - before.detect_requests} detections in {batches} MTCNN calls,"
-            f" {after.faces_embedded - before.faces_embedded} faces in {after.embed_batches - before.embed_batches} forward passes"
-        )
-    engine.close()
+        if ("fewface", clients) in rates and ("stock", clients) in rates:
+            print(f"{clients:2d} client(s): fewface / stock = {rates['fewface', clients] / rates['stock', clients]:.2f}x faces/s")
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

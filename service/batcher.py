@@ -20,10 +20,10 @@ on a ``Future``; the batcher's own threads run it in batches:
   usually share a working size. ``detect_workers`` threads (default 2) each take the oldest
   image whose size no other worker is gathering, wait for more of that size (up to
   ``max_size`` images or ``max_wait_ms``, counted as above), and run them together; images of
-  different sizes run side by side. Detection does not go through the embedding worker
-  because MTCNN spends much of its time in single-threaded Python (box loops) that another
-  detection can overlap: 8 clients teaching photos of different sizes
-  enrolled 2.7 faces/s with one detection thread and 3.5 with two, on 2 CPU cores.
+  different sizes run side by side. Detection does not go through the embedding worker:
+  with facenet-pytorch's stock MTCNN (single-threaded Python box loops another detection can
+  overlap), 8 clients teaching photos of different sizes enrolled 2.7 faces/s with one
+  detection thread and 3.5 with two, on 2 CPU cores (not re-measured with models/mtcnn.py).
   Images are not padded to a common size: padding changes MTCNN's scale pyramid and border
   crops (results would only be close to single-image detection), and batching large images
   gained little on CPU (README, Performance).

@@ -117,6 +117,12 @@ class Settings:
         "FEWFACE_MAX_IMAGE_SIDE", 1600, "Images are downscaled so their longer side is at most this before detection."
     )
     min_face_size: int = _setting("FEWFACE_MIN_FACE_SIZE", 20, "Smallest face (pixels, after downscaling) the detector looks for.")
+    detect_side: int = _setting(
+        "FEWFACE_DETECT_SIDE",
+        640,
+        "The detector scans images as if their longer side were at most this (faces then refined at full resolution); "
+        "in bigger images the smallest face found grows in proportion. 0 = scan the full resolution (slower).",
+    )
     min_detection_prob: float = _setting("FEWFACE_MIN_DETECTION_PROB", 0.9, "Faces the detector is less sure of are ignored.")
     max_faces: int = _setting("FEWFACE_MAX_FACES", 100, "At most this many faces (largest first) are identified per image.")
     max_teach_images: int = _setting("FEWFACE_MAX_TEACH_IMAGES", 10, "Most images one teach request may carry.")
@@ -231,7 +237,7 @@ class Settings:
         for name in ("batch_max_size", "detect_workers", "index_exact_max"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env(name)} must be positive")
-        for name in ("batch_max_wait_ms", "index_nprobe"):
+        for name in ("batch_max_wait_ms", "index_nprobe", "detect_side"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env(name)} must not be negative")
         if not 0 <= self.db_busy_timeout <= 600:

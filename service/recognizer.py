@@ -70,6 +70,11 @@ class IdentifiedFace:
         return self.best is not None and self.best.similarity >= self.threshold
 
 
+# Detection work per image is bounded: at most this many candidates per FEWFACE_MAX_FACES enter
+# MTCNN's R-Net (a fifth of them its O-Net), see models/mtcnn.py and README (Performance).
+DETECT_CANDIDATES_PER_FACE = 10
+
+
 class Engine:
     """The frozen pipeline (detector + embedder), shareable by several apps (tests load it once)."""
 
@@ -93,7 +98,13 @@ class Engine:
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
         device = resolve_device(settings.device)
-        detector = FaceDetector(device, min_face_size=settings.min_face_size, min_prob=settings.min_detection_prob)
+        detector = FaceDetector(
+            device,
+            min_face_size=settings.min_face_size,
+            min_prob=settings.min_detection_prob,
+            detect_side=settings.detect_side,
+            max_candidates=DETECT_CANDIDATES_PER_FACE * settings.max_faces,
+        )
         embedder = create_embedder(
             settings.model, device, weights_path=settings.weights_path or None, half=settings.half, flip=settings.flip
         )

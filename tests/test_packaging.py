@@ -1,44 +1,101 @@
-"""The Docker recipe and CI install the same way (no Docker engine exists here to build it)."""
+"""Both Docker images (CPU and CUDA, one Dockerfile with a build argument) and CI install the same
+way, through scripts/install.sh (no Docker engine exists here to build them). The script is run
+with PIP=echo to see exactly what each variant would install."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
-def test_dockerfile_uses_the_tested_install_script() -> None:
-    docker = (ROOT / "Dockerfile").read_text()
-    runs = re.findall(r"^RUN (.+)$", docker, flags=re.MULTILINE)
-    assert "bash scripts/install.sh" in runs, runs
-    assert any("python -m models.weights fetch facenet-vggface2" in r for r in runs)
-    assert re.search(r'^CMD \["python", "-m", "service"\]', docker, flags=re.MULTILINE)
-    assert "FEWFACE_MODEL=facenet-vggface2" in docker
-    for name in re.findall(r"^COPY (requirements[^ ]*) ", docker, flags=re.MULTILINE):
-        assert (ROOT / name).is_file()
-    copied = set(re.findall(r"(requirements[\w-]*\.txt)", docker))
-    assert {"requirements.txt", "requirements-nodeps.txt"} <= copied
-
-
-def test_install_script_reads_the_requirements_files() -> None:
-    script = (ROOT / "scripts" / "install.sh").read_text()
-    assert "pip install -r requirements.txt" in script
-    assert "pip install --no-deps -r requirements-nodeps.txt" in script
-    assert "pip install -r requirements-dev.txt" in script
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "bash scripts/test.sh" in ci
-
-
-def test_every_requirement_is_pinned_and_named_deps_present() -> None:
+def requirements(*files: str) -> dict[str, str]:
     reqs = {}
-    for file in ("requirements.txt", "requirements-nodeps.txt", "requirements-dev.txt"):
+    for file in files:
         for line in (ROOT / file).read_text().splitlines():
             line = line.split("#")[0].strip()
             if line:
                 name, _, version = line.partition("==")
                 assert version, f"{file}: {line} is not pinned"
                 reqs[name.lower().replace("_", "-")] = version
+    return reqs
+
+
+def install_commands(*args: str, **env: str) -> list[str]:
+    """The pip commands scripts/install.sh runs (with PIP=echo: printed, nothing installed)."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "install.sh"), *args],
+        env={"PATH": os.environ["PATH"], "PIP": "echo pip", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.strip().splitlines()
+
+
+def dockerfile_args() -> dict[str, str]:
+    docker = (ROOT / "Dockerfile").read_text()
+    return {m[0]: m[1].strip('"') for m in re.findall(r"^ARG (\w+)=(.*)$", docker, flags=re.MULTILINE)}
+
+
+def test_dockerfile_uses_the_tested_install_script_for_both_images() -> None:
+    docker = (ROOT / "Dockerfile").read_text()
+    runs = re.findall(r"^RUN (.+)$", docker, flags=re.MULTILINE)
+    assert 'TORCH_VARIANT="$TORCH_VARIANT" bash scripts/install.sh' in runs, runs
+    assert dockerfile_args()["TORCH_VARIANT"] == "cpu"  # the default image is the CPU one
+    assert "--build-arg TORCH_VARIANT=cuda" in docker  # and the header says how to build the CUDA one
+    assert re.search(r'^CMD \["python", "-m", "service"\]', docker, flags=re.MULTILINE)
+    for name in re.findall(r"^COPY (requirements[^ ]*) ", docker, flags=re.MULTILINE):
+        assert (ROOT / name).is_file()
+    copied = set(re.findall(r"(requirements[\w-]*\.txt)", docker))
+    assert {"requirements.txt", "requirements-nodeps.txt"} <= copied
+
+
+def test_both_images_default_to_the_measured_model_and_facenet_weights_are_opt_in() -> None:
+    docker = (ROOT / "Dockerfile").read_text()
+    assert "FEWFACE_MODEL=dlib-resnet-v1" in docker and "FEWFACE_MODEL=facenet" not in docker.replace("-e FEWFACE_MODEL=facenet", "")
+    assert dockerfile_args()["FACENET_WEIGHTS"] == ""  # nothing baked in unless asked for
+    runs = " ".join(re.findall(r"^RUN (.+)$", docker, flags=re.MULTILINE))
+    assert "python -m models.weights check dlib-resnet-v1" in runs
+    assert 'for m in $FACENET_WEIGHTS; do python -m models.weights fetch "$m"; done' in runs
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda"])
+def test_install_script_installs_the_pinned_requirements_for_each_variant(variant: str) -> None:
+    pins = requirements("requirements.txt")
+    for commands in (install_commands(f"--torch={variant}"), install_commands(TORCH_VARIANT=variant)):
+        assert "pip install -r requirements.txt" in commands
+        assert "pip install --no-deps -r requirements-nodeps.txt" in commands
+        assert "pip install -r requirements-dev.txt" not in commands
+        torch_lines = [c for c in commands if CPU_INDEX in c]
+        if variant == "cpu":  # the CPU wheels first, at requirements.txt's versions, then the rest keeps them
+            assert torch_lines == [f"pip install --index-url {CPU_INDEX} torch=={pins['torch']} torchvision=={pins['torchvision']}"]
+            assert commands.index(torch_lines[0]) < commands.index("pip install -r requirements.txt")
+        else:
+            assert torch_lines == []
+
+
+def test_install_script_dev_and_default_and_refusals() -> None:
+    assert install_commands() == install_commands("--torch=cuda")  # CI's default: PyPI's own torch wheels
+    dev = install_commands("--dev", "--torch=cpu")
+    assert "pip install -r requirements-dev.txt" in dev and "pip install --no-deps -r requirements-dev-nodeps.txt" in dev
+    for bad in (["--torch=rocm"], ["--nope"]):
+        run = subprocess.run(["bash", str(ROOT / "scripts" / "install.sh"), *bad], env={"PATH": os.environ["PATH"], "PIP": "echo pip"},
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert run.returncode == 2 and "install.sh:" in run.stderr and run.stdout == ""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/test.sh" in ci
+
+
+def test_every_requirement_is_pinned_and_named_deps_present() -> None:
+    reqs = requirements("requirements.txt", "requirements-nodeps.txt", "requirements-dev.txt", "requirements-dev-nodeps.txt")
     for needed in ("torch", "torchvision", "facenet-pytorch", "faiss-cpu", "flask", "pillow", "numpy", "waitress"):
         assert needed in reqs, needed
 
@@ -46,3 +103,4 @@ def test_every_requirement_is_pinned_and_named_deps_present() -> None:
 def test_readme_commands_exist() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/serve.sh" in readme and "bash scripts/test.sh" in readme
+    assert "docker build -t fewface ." in readme and "docker build --build-arg TORCH_VARIANT=cuda" in readme

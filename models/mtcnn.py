@@ -1,0 +1,297 @@
+"""Our own MTCNN cascade over facenet-pytorch's P-, R- and O-Net modules (weights from its wheel).
+
+facenet-pytorch's ``detect_face`` scans the whole image pyramid down from a 20 px face, however
+large the photo, and spends much of its time in per-candidate Python. This module runs the same
+three networks and the same box arithmetic with three changes:
+
+* **A pyramid that starts at a minimum face size relative to the image.** P-Net scans the image
+  as if its longer side were at most ``detect_side`` pixels: on a bigger image the smallest face
+  looked for grows in proportion (``min_face_size * longer side / detect_side``). The levels kept
+  are exactly the stock pyramid's levels (same scales, same area resampling of the full image),
+  minus the largest ones, so the candidates for the faces that remain in range are the stock
+  candidates. R-Net and O-Net then refine them on crops of the **full-resolution** image, so boxes
+  and landmarks keep full-resolution precision.
+* **Bounded work per image.** At most ``max_rnet`` candidates (best P-Net score first) enter
+  R-Net and ``max_onet`` enter O-Net, so an image tiled with thousands of faces costs a bounded
+  amount of time and memory instead of growing with the number of faces.
+* **No per-candidate round trips.** Box arithmetic stays in torch on the device; crops of all
+  images of a batch go through R-Net / O-Net in one pass each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+from PIL import Image
+from torchvision.ops import batched_nms
+
+FACTOR = 0.709  # pyramid step, as in facenet-pytorch and the original MTCNN
+
+
+@dataclass(frozen=True)
+class CascadeLimits:
+    """Bounds on the work done per image (see the module doc)."""
+
+    min_face_size: int = 20
+    detect_side: int = 640  # 0: scan the full-resolution pyramid, as stock MTCNN does
+    max_rnet: int = 1000
+    max_onet: int = 200
+
+
+@dataclass
+class RawFaces:
+    """One image's faces: boxes (n, 4), probabilities (n,), landmarks (n, 5, 2), float numpy."""
+
+    boxes: np.ndarray
+    probs: np.ndarray
+    landmarks: np.ndarray
+    capped: bool = False  # a candidate cap dropped candidates on this image
+
+
+def pyramid_scales(height: int, width: int, limits: CascadeLimits) -> list[float]:
+    """The stock pyramid's scales (from ``12 / min_face_size`` down by ``FACTOR`` while the shorter
+    side stays >= 12 px), without the levels larger than ``detect_side`` allows."""
+    m = 12.0 / limits.min_face_size
+    scales, scale, minl = [], m, min(height, width) * m
+    while minl >= 12:
+        scales.append(scale)
+        scale *= FACTOR
+        minl *= FACTOR
+    if limits.detect_side > 0:
+        largest = m * limits.detect_side / max(height, width)
+        scales = [s for s in scales if s <= largest * (1 + 1e-9)]
+    return scales
+
+
+class Cascade(torch.nn.Module):
+    """P-Net over a pyramid, then R-Net and O-Net on full-resolution crops."""
+
+    def __init__(self, device: torch.device, thresholds: tuple[float, float, float], limits: CascadeLimits) -> None:
+        super().__init__()
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        self.thresholds = thresholds
+        self.limits = limits
+        self.device = device
+        self.to(device).eval()
+
+    @torch.inference_mode()
+    def forward(self, images: list[Image.Image]) -> list[RawFaces]:
+        """Faces in each RGB image; the images of one call must share their size."""
+        if not images:
+            return []
+        sums = _integral(images)
+        boxes, owner = self._propose(sums)
+        capped = torch.zeros(len(images), dtype=torch.bool)
+        boxes, owner = self._cap(boxes, owner, self.limits.max_rnet, capped)
+        boxes, owner = self._refine(sums, boxes, owner)
+        boxes, owner = self._cap(boxes, owner, self.limits.max_onet, capped)
+        boxes, owner, points = self._output(sums, boxes, owner)
+        boxes_np, points_np, owner_np = boxes.cpu().numpy(), points.cpu().numpy(), owner.cpu().numpy()
+        out = []
+        for i in range(len(images)):
+            sel = owner_np == i
+            out.append(RawFaces(boxes_np[sel, :4], boxes_np[sel, 4], points_np[sel], bool(capped[i])))
+        return out
+
+    # -- stage 1: P-Net over the pyramid ---------------------------------------------------
+    def _propose(self, sums: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = sums.shape[1] - 1, sums.shape[2] - 1
+        found, owners = [], []
+        for scale in pyramid_scales(height, width, self.limits):
+            rows = _bins(np.zeros(1, np.int64), np.full(1, height), int(height * scale + 1))
+            cols = _bins(np.zeros(1, np.int64), np.full(1, width), int(width * scale + 1))
+            level = _level(sums, rows, cols)
+            reg, probs = self.pnet(self._tensor(level))
+            boxes, owner = _grid_boxes(reg, probs[:, 1], scale, self.thresholds[0])
+            keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)
+            found.append(boxes[keep])
+            owners.append(owner[keep])
+        if not found:
+            return torch.zeros(0, 9, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
+        boxes, owner = torch.cat(found), torch.cat(owners)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.7)
+        boxes, owner = boxes[keep], owner[keep]
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        x1, y1 = boxes[:, 0] + boxes[:, 5] * w, boxes[:, 1] + boxes[:, 6] * h
+        x2, y2 = boxes[:, 2] + boxes[:, 7] * w, boxes[:, 3] + boxes[:, 8] * h
+        refined = torch.stack([x1, y1, x2, y2, boxes[:, 4]], dim=1)
+        return _square(refined), owner
+
+    # -- stage 2: R-Net --------------------------------------------------------------------
+    def _tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) float pixel values -> normalised (N, 3, H, W) on the device, channels_last
+        (the networks' max-pooling is several times faster in that layout on CPU)."""
+        x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)
+        return ((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+
+    def _refine(self, sums: np.ndarray, boxes: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(boxes) == 0:
+            return boxes, owner
+        crops, boxes, owner = _crops(sums, boxes, owner, 24)
+        if len(crops) == 0:
+            return boxes[:, :5], owner
+        reg, probs = self.rnet(self._tensor(crops))
+        score = probs[:, 1]
+        ok = score > self.thresholds[1]
+        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        owner, reg = owner[ok], reg[ok]
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.7)
+        return _square(_regress(boxes[keep], reg[keep])), owner[keep]
+
+    # -- stage 3: O-Net --------------------------------------------------------------------
+    def _output(self, sums: np.ndarray, boxes: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if len(boxes) == 0:
+            return torch.zeros(0, 5, device=self.device), owner, torch.zeros(0, 5, 2, device=self.device)
+        crops, boxes, owner = _crops(sums, boxes, owner, 48)
+        if len(crops) == 0:
+            return boxes[:, :5], owner, torch.zeros(0, 5, 2, device=self.device)
+        reg, marks, probs = self.onet(self._tensor(crops))
+        score = probs[:, 1]
+        ok = score > self.thresholds[2]
+        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        owner, reg, marks = owner[ok], reg[ok], marks[ok]
+        w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        points = torch.stack([w * marks[:, :5] + boxes[:, 0:1] - 1, h * marks[:, 5:10] + boxes[:, 1:2] - 1], dim=2)
+        boxes = _regress(boxes, reg)
+        keep = _nms_min(boxes, owner, 0.7)
+        return boxes[keep], owner[keep], points[keep]
+
+    @staticmethod
+    def _cap(boxes: torch.Tensor, owner: torch.Tensor, most: int, capped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """At most ``most`` candidates per image, the best-scoring ones."""
+        if len(boxes) <= most:
+            return boxes, owner
+        keep = []
+        for i in owner.unique().tolist():
+            idx = (owner == i).nonzero().flatten()
+            if len(idx) > most:
+                capped[i] = True
+                idx = idx[boxes[idx, 4].topk(most).indices]
+            keep.append(idx)
+        kept = torch.cat(keep)
+        return boxes[kept], owner[kept]
+
+
+def _grid_boxes(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net's output cells above ``threshold`` as (x1, y1, x2, y2, score, 4 offsets) in image pixels."""
+    stride, cell = 2, 12
+    mask = probs >= threshold
+    where = mask.nonzero()
+    owner = where[:, 0]
+    score = probs[mask]
+    offsets = reg.permute(1, 0, 2, 3)[:, mask].permute(1, 0)
+    yx = where[:, 1:].to(reg.dtype).flip(1)  # (x, y) of each cell
+    q1 = ((stride * yx + 1) / scale).floor()
+    q2 = ((stride * yx + cell - 1 + 1) / scale).floor()
+    return torch.cat([q1, q2, score[:, None], offsets], dim=1), owner
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Each box made square around its centre (its longer side), as MTCNN's ``rerec``."""
+    boxes = boxes.clone()
+    h, w = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
+    side = torch.maximum(w, h)
+    boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    boxes[:, 2] = boxes[:, 0] + side
+    boxes[:, 3] = boxes[:, 1] + side
+    return boxes
+
+
+def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    boxes = boxes.clone()
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    boxes[:, 0] += reg[:, 0] * w
+    boxes[:, 1] += reg[:, 1] * h
+    boxes[:, 2] += reg[:, 2] * w
+    boxes[:, 3] += reg[:, 3] * h
+    return boxes
+
+
+def _integral(images: list[Image.Image]) -> np.ndarray:
+    """Summed-area tables (N, H + 1, W + 1, 3) of equal-size RGB images: any box's pixel sum in
+    four look-ups, so every pyramid level and every crop is an exact area average without
+    touching the full image again."""
+    width, height = images[0].size
+    dtype = np.int32 if height * width * 255 < 2**31 else np.int64
+    sums = np.zeros((len(images), height + 1, width + 1, 3), dtype)
+    for i, image in enumerate(images):
+        np.cumsum(np.cumsum(np.asarray(image), axis=0, dtype=dtype), axis=1, out=sums[i, 1:, 1:])
+    return sums
+
+
+def _bins(start: np.ndarray, stop: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges of torch's adaptive average pooling (its "area" resize) of ranges [start, stop)
+    into ``size`` bins: bin i covers [floor(i L / size), ceil((i + 1) L / size)), L = stop - start."""
+    length = (stop - start)[:, None]
+    i = np.arange(size)[None, :]
+    return start[:, None] + (i * length) // size, start[:, None] - ((-(i + 1) * length) // size)
+
+
+def _pooled(sums: np.ndarray, owner: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(n, size_y, size_x, 3) float32 area averages: region k of image ``owner[k]`` binned by
+    ``rows`` (n, size_y) and ``cols`` (n, size_x) edges (torch's "area" resize, exactly)."""
+    (r0, r1), (c0, c1) = rows, cols
+    _, height, width, _ = sums.shape  # height and width of the tables: one more than the image's
+    flat = torch.from_numpy(sums.reshape(-1, 3))
+    base = (owner * (height * width))[:, None, None]
+    n, sy, sx = len(owner), r0.shape[1], c0.shape[1]
+
+    def corner(r: np.ndarray, c: np.ndarray) -> torch.Tensor:
+        index = torch.from_numpy((base + r[:, :, None] * width + c[:, None, :]).reshape(-1))
+        return flat.index_select(0, index)
+
+    total = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)  # exact: every sum fits the table's dtype
+    area = torch.from_numpy(((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1))
+    return (total.float() / area.float()).reshape(n, sy, sx, 3).numpy()
+
+
+def _level(sums: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """A whole pyramid level, (N, size_y, size_x, 3) float32: the same area averages as ``_pooled``,
+    gathered row-wise then column-wise (contiguous copies instead of four scattered look-ups)."""
+    (r0, r1), (c0, c1) = (rows[0][0], rows[1][0]), (cols[0][0], cols[1][0])
+    strips = sums[:, r1] - sums[:, r0]  # (N, size_y, W + 1, 3): column sums of each row band
+    totals = strips[:, :, c1] - strips[:, :, c0]
+    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :])[None, :, :, None]
+    return (totals / area).astype(np.float32)
+
+
+def _crops(sums: np.ndarray, boxes: torch.Tensor, owner: torch.Tensor, size: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Each box's pixels (clipped to the image, as MTCNN's ``pad``) area-resampled to size x size
+    from the full-resolution image, (n, size, size, 3) float32; boxes left empty by the clipping
+    are dropped (with their rows)."""
+    height, width = sums.shape[1] - 1, sums.shape[2] - 1
+    b = boxes[:, :4].trunc().int().cpu().numpy().astype(np.int64)
+    x, y = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
+    ex, ey = np.minimum(b[:, 2], width), np.minimum(b[:, 3], height)
+    valid = (ey > y - 1) & (ex > x - 1)
+    x, y, ex, ey = x[valid], y[valid], ex[valid], ey[valid]
+    crops = _pooled(sums, owner.cpu().numpy()[valid], _bins(y - 1, ey, size), _bins(x - 1, ex, size))
+    keep = torch.from_numpy(valid).to(boxes.device)
+    return crops, boxes[keep], owner[keep]
+
+
+def _nms_min(boxes: torch.Tensor, owner: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Greedy NMS per image with overlap = intersection / smaller area (MTCNN's last step)."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    b = boxes.double().cpu().numpy()
+    o = owner.cpu().numpy()
+    shift = (b[:, :4].max() + 1) * o  # boxes of different images never overlap
+    x1, y1, x2, y2 = b[:, 0] + shift, b[:, 1] + shift, b[:, 2] + shift, b[:, 3] + shift
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(b[:, 4], kind="stable")
+    keep = []
+    while order.size:
+        i, rest = order[-1], order[:-1]
+        keep.append(i)
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        overlap = w * h / np.minimum(area[i], area[rest])
+        order = rest[overlap <= threshold]
+    return torch.as_tensor(np.array(keep, dtype=np.int64), device=boxes.device)
