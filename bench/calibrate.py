@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from models.score_model import load_score_model
 from service.config import Settings
 from service.imaging import decode_image
+from service.matching import MatchRule
 from service.recognizer import Engine
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "deepface"
@@ -53,11 +55,23 @@ def main() -> None:
 
     # one-shot protocol: first photo of each identity is the gallery
     ids = sorted(set(labels))
+    rule = MatchRule(
+        scores=load_score_model(engine.model_id, engine.embedder.pipeline),
+        false_accept=settings.match_false_accept,
+        fixed=settings.match_threshold,
+        verify_false_accept=settings.verify_false_accept,
+        uncalibrated_default=engine.embedder.spec.default_threshold,
+    )
+    verify_t, identify_t = rule.verify_threshold(), rule.identify_threshold(len(ids))
+    print(f"pipeline {engine.embedder.pipeline}: default verify threshold {verify_t:.4f}: ", end="")
+    print(f"pair FAR {float((impostor >= verify_t).mean()):.4f}, FRR {float((genuine < verify_t).mean()):.4f}")
+    print(f"default identify threshold for a gallery of {len(ids)}: {identify_t:.4f} (rows marked * below)")
     first = {i: labels.index(i) for i in ids}
     gallery = np.stack([v[first[i]] for i in ids])
     probes = [k for k in range(len(v)) if k not in first.values()]
     print("\nthreshold  pair-FAR  pair-FRR | one-shot: top1  accepted-correct  false-accepts  strangers-rejected")
-    for threshold in np.arange(0.80, 0.98, 0.01) if args.model.startswith("dlib") else np.arange(0.30, 0.80, 0.05):
+    grid = np.arange(0.80, 0.98, 0.01) if args.model.startswith("dlib") else np.arange(0.30, 0.80, 0.05)
+    for threshold in sorted([*grid, verify_t, identify_t]):
         far = float((impostor >= threshold).mean())
         frr = float((genuine < threshold).mean())
         top1 = accepted = false_acc = rejected = 0
@@ -70,8 +84,10 @@ def main() -> None:
             others = [j for j, name in enumerate(ids) if name != labels[k]]  # the probe's identity left out
             rejected += float(s[others].max()) < threshold
         n = len(probes)
+        mark = "*" if threshold == identify_t else "v" if threshold == verify_t else " "
         print(
-            f"  {threshold:.2f}     {far:6.3f}   {frr:6.3f}  |  {top1 / n:.3f}  {accepted / n:.3f}  {false_acc:3d}/{n}  {rejected / n:.3f}"
+            f" {mark}{threshold:.4f}   {far:6.3f}   {frr:6.3f}  |  {top1 / n:.3f}  {accepted / n:.3f}"
+            f"  {false_acc:3d}/{n}  {rejected / n:.3f}"
         )
 
 
