@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from models.score_model import load_score_model
 from service.config import Settings
 from service.imaging import decode_image
 from service.matching import MatchRule
@@ -55,13 +54,7 @@ def main() -> None:
 
     # one-shot protocol: first photo of each identity is the gallery
     ids = sorted(set(labels))
-    rule = MatchRule(
-        scores=load_score_model(engine.model_id, engine.embedder.pipeline),
-        false_accept=settings.match_false_accept,
-        fixed=settings.match_threshold,
-        verify_false_accept=settings.verify_false_accept,
-        uncalibrated_default=engine.embedder.spec.default_threshold,
-    )
+    rule = MatchRule.from_settings(settings, engine.model_id, engine.embedder.pipeline)
     verify_t, identify_t = rule.verify_threshold(), rule.identify_threshold(len(ids))
     print(f"pipeline {engine.embedder.pipeline}: default verify threshold {verify_t:.4f}: ", end="")
     print(f"pair FAR {float((impostor >= verify_t).mean()):.4f}, FRR {float((genuine < verify_t).mean()):.4f}")

@@ -22,9 +22,11 @@ from urllib.parse import quote
 
 import numpy as np
 
+from models.embedders import EMBEDDERS, pipeline_id
 from service import GALLERY_FILE
 from service.calibration_report import DEFAULT_TARGETS, MIN_PEOPLE, NotEnoughExamplesError, build_report, plot_report, summary_lines
 from service.config import ConfigError, Settings
+from service.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES
 
 log = logging.getLogger("service.calibrate")
 
@@ -35,17 +37,14 @@ class UsageError(Exception):
     """Bad arguments or not enough data: exit status 2."""
 
 
-def configured_threshold(settings: Settings, model_id: str) -> float:
-    """``FEWFACE_MATCH_THRESHOLD``, else the model's measured 1:1 (verify) threshold: the reference
-    line of the report. (The service's identify threshold also depends on its gallery's size:
-    ``GET /v1/calibration`` reports that one.)"""
-    if settings.match_threshold is not None:
-        return float(settings.match_threshold)
-    from models.embedders import EMBEDDERS
+def configured_threshold(settings: Settings, model_id: str, pipeline: str, gallery_faces: int) -> float:
+    """The threshold a service with ``settings`` would apply to identify in a gallery of
+    ``gallery_faces`` faces (service/matching.py): the reference line of the report."""
+    from service.matching import MatchRule
 
     if model_id not in EMBEDDERS:
         raise UsageError(f"unknown model {model_id!r}: pass --threshold")
-    return EMBEDDERS[model_id].default_threshold
+    return MatchRule.from_settings(settings, model_id, pipeline).identify_threshold(gallery_faces)
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -64,8 +63,8 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
         return db
 
 
-def read_gallery(data_dir: Path) -> tuple[str, dict[str, np.ndarray], int]:
-    """(model id, {person id: embeddings}, number of people) from the SQLite gallery in
+def read_gallery(data_dir: Path) -> tuple[str, str, dict[str, np.ndarray], int]:
+    """(model id, pipeline, {person id: embeddings}, number of people) from the SQLite gallery in
     ``data_dir``, opened read-only: nothing is written to it."""
     path = data_dir / GALLERY_FILE
     if not path.is_file():
@@ -77,6 +76,7 @@ def read_gallery(data_dir: Path) -> tuple[str, dict[str, np.ndarray], int]:
     try:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         model_id, dim = meta.get("model_id", ""), int(meta.get("dim", 0))
+        pipeline = meta.get("pipeline") or LEGACY_PIPELINES.get(model_id, LEGACY_PIPELINE)
         people = int(db.execute("SELECT COUNT(*) FROM people").fetchone()[0])
         grouped: dict[str, list[np.ndarray]] = defaultdict(list)
         for person_id, blob in db.execute("SELECT person_id, embedding FROM faces WHERE model_id = ? ORDER BY id", (model_id,)):
@@ -85,7 +85,7 @@ def read_gallery(data_dir: Path) -> tuple[str, dict[str, np.ndarray], int]:
                 grouped[person_id].append(vector)
     finally:
         db.close()
-    return model_id, {p: np.stack(v) for p, v in grouped.items()}, people
+    return model_id, pipeline, {p: np.stack(v) for p, v in grouped.items()}, people
 
 
 def _folder_photos(folder: Path) -> dict[str, list[Path]]:
@@ -195,14 +195,16 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         if args.model:
             raise UsageError("--model goes with --folder; a gallery records its own model")
-        model_id, embeddings, people = read_gallery(args.data_dir)
+        model_id, pipeline, embeddings, people = read_gallery(args.data_dir)
         _enough({p: len(v) for p, v in embeddings.items()}, "face examples")
         source = str(args.data_dir)
     else:
         model_id, embeddings = embed_folder(args.folder, settings, progress=not args.quiet)
         people = len(embeddings)
+        pipeline = pipeline_id(EMBEDDERS[model_id], flip=settings.flip)
         source = str(args.folder)
-    threshold = args.threshold if args.threshold is not None else configured_threshold(settings, model_id)
+    faces = sum(len(v) for v in embeddings.values())
+    threshold = args.threshold if args.threshold is not None else configured_threshold(settings, model_id, pipeline, faces)
     try:
         report = build_report(
             embeddings,

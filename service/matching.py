@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.score_model import ScoreModel
+from models.embedders import EMBEDDERS
+from models.score_model import ScoreModel, load_score_model
+from service.config import Settings
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,17 @@ class MatchRule:
     fixed: float | None  # FEWFACE_MATCH_THRESHOLD
     verify_false_accept: float
     uncalibrated_default: float  # the model's fixed threshold, where no scores were measured
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_id: str, pipeline: str) -> MatchRule:
+        """The rule a service with ``settings`` applies to a ``model_id`` / ``pipeline`` gallery."""
+        return cls(
+            scores=load_score_model(model_id, pipeline),
+            false_accept=settings.match_false_accept,
+            fixed=settings.match_threshold,
+            verify_false_accept=settings.verify_false_accept,
+            uncalibrated_default=EMBEDDERS[model_id].default_threshold,
+        )
 
     @property
     def calibrated(self) -> bool:

@@ -12,7 +12,6 @@ from PIL import Image
 from models import DetectedFace, Embedder, FaceDetector, create_embedder, resolve_device
 from models.quality import FaceQuality, assess
 from models.ranking import rank_faces
-from models.score_model import load_score_model
 from service.batcher import MicroBatcher
 from service.config import Settings
 from service.errors import ApiError
@@ -155,13 +154,7 @@ class Recognizer:
         self.gallery = gallery
         self.settings = settings
         embedder = engine.embedder
-        self.rule = MatchRule(
-            scores=load_score_model(embedder.model_id, embedder.pipeline),
-            false_accept=settings.match_false_accept,
-            fixed=settings.match_threshold,
-            verify_false_accept=settings.verify_false_accept,
-            uncalibrated_default=embedder.spec.default_threshold,
-        )
+        self.rule = MatchRule.from_settings(settings, embedder.model_id, embedder.pipeline)
         self.quality_gate = QualityGate(
             min_eye_distance=settings.quality_min_eye_distance,
             min_sharpness=settings.quality_min_sharpness,

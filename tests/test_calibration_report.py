@@ -21,11 +21,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from models.embedders import EMBEDDERS, pipeline_id
 from service import GALLERY_FILE, create_app
 from service.calibrate import main as calibrate_main
 from service.calibration import far_frr, pair_scores
 from service.calibration_report import NotEnoughExamplesError, build_report, plot_report
 from service.config import Settings
+from service.matching import MatchRule
 from service.recognizer import Engine
 from tests.conftest import ROOT, photo, upload
 from tests.hostile import snapshot
@@ -66,7 +68,7 @@ def test_report_over_the_gallery(taught: tuple[Flask, Path], client: FlaskClient
     examples = sum(TAUGHT.values())
     assert (report["people"], report["people_with_pairs"], report["examples"], report["gallery_size"]) == (4, 3, examples, 4)
     assert report["genuine_pairs"] == 3 and report["impostor_pairs"] == examples * (examples - 1) // 2 - 3
-    assert report["current_threshold"] == app.extensions["fewface"].default_threshold
+    assert report["current_threshold"] == app.extensions["fewface"].identify_threshold()
 
     # the same numbers straight from the gallery's embeddings
     _, faces = app.extensions["fewface"].gallery.export_snapshot()
@@ -227,7 +229,10 @@ def test_command_over_a_folder_of_photos(identities: dict[str, list[str]], tmp_p
     report = json.loads(out_json.read_text())
     assert report["model"] == "dlib-resnet-v1" and report["gallery_size"] == 50
     assert (report["people"], report["people_with_pairs"], report["examples"], report["genuine_pairs"]) == (3, 2, 5, 2)
-    assert report["current_threshold"] == 0.93 and [t["target"] for t in report["targets"]] == [0.05]
+    settings = Settings.from_env({})
+    rule = MatchRule.from_settings(settings, "dlib-resnet-v1", pipeline_id(EMBEDDERS["dlib-resnet-v1"], flip=settings.flip))
+    assert report["current_threshold"] == pytest.approx(rule.identify_threshold(5), abs=1e-4)  # the service's rule for 5 faces
+    assert [t["target"] for t in report["targets"]] == [0.05]
     assert report["scores"]["genuine"]["min"] > report["scores"]["impostor"]["median"]
     with Image.open(out_png) as img:
         assert img.format == "PNG"
