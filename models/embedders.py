@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.align import crop_box, warp_to_template
+from models.align import DLIB_CHIP_PADDING, crop_box, dlib_box_from_mtcnn, extract_image_chip, face_chip_details, warp_to_template
 from models.types import DetectedFace
 from models.weights import FACENET_CHECKPOINTS, resolve_weights
 
@@ -99,20 +99,49 @@ def _chw(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()
 
 
-def _build_dlib(device: torch.device, weights_path: str | None, half: bool) -> Embedder:
+DLIB_ALIGNMENTS = ("template", "dlib5")
+
+
+def _build_dlib(device: torch.device, weights_path: str | None, half: bool, alignment: str | None = None) -> Embedder:
+    """dlib's ResNet with one of two crops (``alignment``):
+
+    * ``template`` (default): a similarity warp of MTCNN's five landmarks onto where they fall, on
+      average, in dlib's chips (``MTCNN_TEMPLATE_150``).
+    * ``dlib5``: dlib's own chip, without dlib: a box placed where dlib's HOG detector would put
+      it (``dlib_box_from_mtcnn``), dlib's 5-point shape predictor (``models.shape_predictor``),
+      then dlib's chip geometry (``get_face_chip_details(size=150, padding=0.25)`` and
+      ``extract_image_chip``), the crop the network was trained on.
+    """
     from models.dlib_resnet import MTCNN_TEMPLATE_150, load_dlib_resnet
 
+    alignment = alignment or "template"
+    if alignment not in DLIB_ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r} for dlib-resnet-v1; known: {', '.join(DLIB_ALIGNMENTS)}")
     network = load_dlib_resnet(resolve_weights("dlib-resnet-v1", weights_path))
     spec = EMBEDDERS["dlib-resnet-v1"]
 
-    def crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
+    def template_crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
         return _chw(warp_to_template(image, face.landmarks, MTCNN_TEMPLATE_150, spec.input_size))
 
-    return Embedder(spec, network, crop, device, half=half)
+    if alignment == "template":
+        return Embedder(spec, network, template_crop, device, half=half)
+
+    from models.shape_predictor import load_shape_predictor
+
+    predictor = load_shape_predictor()
+
+    def dlib5_crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
+        pixels = np.asarray(image)
+        parts = predictor(pixels, dlib_box_from_mtcnn(face.landmarks, face.box))
+        return _chw(extract_image_chip(pixels, face_chip_details(parts, spec.input_size, DLIB_CHIP_PADDING)))
+
+    return Embedder(spec, network, dlib5_crop, device, half=half)
 
 
-def _build_facenet(model_id: str) -> Callable[[torch.device, str | None, bool], Embedder]:
-    def build(device: torch.device, weights_path: str | None, half: bool) -> Embedder:
+def _build_facenet(model_id: str) -> Callable[[torch.device, str | None, bool, str | None], Embedder]:
+    def build(device: torch.device, weights_path: str | None, half: bool, alignment: str | None = None) -> Embedder:
+        if alignment not in (None, "box"):
+            raise ValueError(f"unknown alignment {alignment!r} for {model_id}: it takes MTCNN's box crop ('box')")
         from facenet_pytorch import InceptionResnetV1
 
         path = resolve_weights(model_id, weights_path)
@@ -155,7 +184,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
     ),
 }
 
-_BUILDERS: dict[str, Callable[[torch.device, str | None, bool], Embedder]] = {
+_BUILDERS: dict[str, Callable[[torch.device, str | None, bool, str | None], Embedder]] = {
     "dlib-resnet-v1": _build_dlib,
     **{model_id: _build_facenet(model_id) for model_id in FACENET_CHECKPOINTS},
 }
@@ -167,10 +196,13 @@ def create_embedder(
     *,
     weights_path: str | os.PathLike[str] | None = None,
     half: bool = False,
+    alignment: str | None = None,
 ) -> Embedder:
     """Build the frozen embedder for ``model_id`` on ``device``; raises WeightsNotFoundError
-    (with the fix in its message) when the weights are not on this machine."""
+    (with the fix in its message) when the weights are not on this machine. ``alignment`` picks
+    the crop where a model has several (dlib-resnet-v1: ``template``, the default, or ``dlib5``);
+    None is the model's default."""
     if model_id not in _BUILDERS:
         raise ValueError(f"unknown model id {model_id!r}; known: {', '.join(sorted(_BUILDERS))}")
     log.info("loading embedder %s on %s", model_id, device)
-    return _BUILDERS[model_id](torch.device(device), str(weights_path) if weights_path else None, half)
+    return _BUILDERS[model_id](torch.device(device), str(weights_path) if weights_path else None, half, alignment)
