@@ -86,7 +86,12 @@ _FLOAT_IS_NAN = 32002
 
 
 def default_dat_path() -> pathlib.Path:
-    """Return the path of the model file shipped by the ``face_recognition_models`` package.
+    """Return the path of the model file shipped by the ``face_recognition_models`` package."""
+    return face_recognition_models_file(DAT_FILENAME)
+
+
+def face_recognition_models_file(filename: str) -> pathlib.Path:
+    """Return the path of ``filename`` in the ``face_recognition_models`` package's models folder.
 
     The package is located without being imported (its ``__init__`` needs
     ``pkg_resources``, which recent setuptools no longer ship).
@@ -96,11 +101,11 @@ def default_dat_path() -> pathlib.Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"Package face_recognition_models is not installed; {fix}.")
     for location in spec.submodule_search_locations:
-        candidate = pathlib.Path(location) / "models" / DAT_FILENAME
+        candidate = pathlib.Path(location) / "models" / filename
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"{DAT_FILENAME} not found in the face_recognition_models package; reinstall it "
+        f"{filename} not found in the face_recognition_models package; reinstall it "
         f"with `pip install --force-reinstall face_recognition_models`."
     )
 

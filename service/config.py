@@ -52,6 +52,11 @@ class Settings:
     )
     device: str = _setting("FEWFACE_DEVICE", "auto", "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`.")
     half: bool = _setting("FEWFACE_HALF", False, "Run the embedder in fp16 on CUDA (ignored on CPU).")
+    alignment: str = _setting(
+        "FEWFACE_ALIGNMENT",
+        "",
+        "Face crop for the model: `dlib5` or `template` for dlib-resnet-v1, `box` for facenet; empty = the model's default (see Accuracy).",
+    )
     flip: bool = _setting(
         "FEWFACE_FLIP",
         True,

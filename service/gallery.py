@@ -63,8 +63,8 @@ CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
 
 
 # Galleries written before the pipeline was recorded were all taught this way (by model id).
-LEGACY_PIPELINES = {"dlib-resnet-v1": "mtcnn5-template"}
-LEGACY_PIPELINE = "mtcnn-box"  # the facenet models
+LEGACY_PIPELINES = {"dlib-resnet-v1": "template"}
+LEGACY_PIPELINE = "box"  # the facenet models
 
 
 class ModelMismatchError(RuntimeError):
@@ -667,7 +667,7 @@ class Gallery:
 
 
 def pipeline_settings(pipeline: str) -> str:
-    """The settings that select ``pipeline`` (e.g. ``mtcnn5-template+flip``), for messages."""
+    """The settings that select ``pipeline`` (e.g. ``template+flip``), for messages."""
     alignment, _, flip = pipeline.partition("+")
     return f"FEWFACE_ALIGNMENT={alignment} FEWFACE_FLIP={'true' if flip == 'flip' else 'false'}"
 

@@ -105,7 +105,12 @@ class Engine:
             max_candidates=DETECT_CANDIDATES_PER_FACE * settings.max_faces,
         )
         embedder = create_embedder(
-            settings.model, device, weights_path=settings.weights_path or None, half=settings.half, flip=settings.flip
+            settings.model,
+            device,
+            weights_path=settings.weights_path or None,
+            half=settings.half,
+            flip=settings.flip,
+            alignment=settings.alignment or None,
         )
         return cls(
             detector,

@@ -85,16 +85,16 @@ def test_identify_reports_the_sized_threshold_and_confidence(client: FlaskClient
 def test_an_old_pipeline_gallery_is_refused_with_the_fix(engine, tmp_path: Path) -> None:
     """A gallery written before the pipeline was recorded (template alignment, no flip)."""
     path = tmp_path / GALLERY_FILE
-    Gallery(path, engine.model_id, engine.embedder.dim, pipeline="mtcnn5-template").close()
+    Gallery(path, engine.model_id, engine.embedder.dim, pipeline="template").close()
     with sqlite3.connect(path) as db:
         db.execute("DELETE FROM meta WHERE key = 'pipeline'")
-    if engine.embedder.pipeline == "mtcnn5-template":
+    if engine.embedder.pipeline == "template":
         pytest.skip("the running pipeline is the legacy one")
     with pytest.raises(ModelMismatchError) as err:
         create_app(Settings.from_env({}, data_dir=str(tmp_path)), engine)
     message = str(err.value)
-    assert "'mtcnn5-template'" in message and "not comparable" in message
-    assert "FEWFACE_ALIGNMENT=mtcnn5-template FEWFACE_FLIP=false" in message and "re-teach" in message
+    assert "'template'" in message and "not comparable" in message
+    assert "FEWFACE_ALIGNMENT=template FEWFACE_FLIP=false" in message and "re-teach" in message
 
 
 def test_a_state_file_from_another_pipeline_is_refused(client: FlaskClient) -> None:
