@@ -13,6 +13,8 @@ from models.types import DetectedFace
 
 log = logging.getLogger(__name__)
 
+CANDIDATES_PER_FACE = 10  # R-Net's candidate cap per face the caller keeps (README, Performance)
+
 
 class FaceDetector:
     """Finds every face in an RGB image: box, detection probability and 5 landmarks.
@@ -24,9 +26,9 @@ class FaceDetector:
     ``detect_side``: P-Net scans the image as if its longer side were at most this many pixels,
     so in a bigger image the smallest face looked for is ``min_face_size * longer side /
     detect_side`` (0: ``min_face_size`` at any size, the stock MTCNN pyramid); R-Net and O-Net
-    always work on the full-resolution image. ``max_candidates``: at most this many P-Net
-    candidates per image enter R-Net (best first), and a fifth of it O-Net, which bounds the work
-    on an image crowded with faces.
+    always work on the full-resolution image. ``max_faces``: at most ``CANDIDATES_PER_FACE`` x
+    this many P-Net candidates per image enter R-Net (best first) and 2 x this many O-Net, which
+    bounds the work on an image crowded with faces (the service keeps ``max_faces`` faces anyway).
     """
 
     def __init__(
@@ -37,14 +39,14 @@ class FaceDetector:
         min_prob: float = 0.9,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         detect_side: int = 640,
-        max_candidates: int = 1000,
+        max_faces: int = 100,
     ) -> None:
-        if min_face_size < 12 or detect_side < 0 or max_candidates < 5:
-            raise ValueError("min_face_size must be >= 12, detect_side >= 0 and max_candidates >= 5")
+        if min_face_size < 12 or detect_side < 0 or max_faces < 1:
+            raise ValueError("min_face_size must be >= 12, detect_side >= 0 and max_faces >= 1")
         self.device = torch.device(device)
         self.min_prob = float(min_prob)
         self.min_face_size = int(min_face_size)
-        rnet, onet = int(max_candidates), max(1, int(max_candidates) // 5)
+        rnet, onet = CANDIDATES_PER_FACE * int(max_faces), 2 * int(max_faces)
         self.limits = CascadeLimits(min_face_size=int(min_face_size), detect_side=int(detect_side), max_rnet=rnet, max_onet=onet)
         self._cascade = Cascade(self.device, tuple(float(t) for t in thresholds), self.limits)  # type: ignore[arg-type]
         self.capped_images = 0  # images on which a candidate cap dropped candidates (since start)

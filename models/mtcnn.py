@@ -221,7 +221,9 @@ def _integral(images: list[Image.Image]) -> np.ndarray:
     dtype = np.int32 if height * width * 255 < 2**31 else np.int64
     sums = np.zeros((len(images), height + 1, width + 1, 3), dtype)
     for i, image in enumerate(images):
-        np.cumsum(np.cumsum(np.asarray(image), axis=0, dtype=dtype), axis=1, out=sums[i, 1:, 1:])
+        rows = np.asarray(image).astype(dtype)  # widening first: cumsum with a dtype= argument was 3x slower
+        np.cumsum(rows, axis=0, out=rows)
+        np.cumsum(rows, axis=1, out=sums[i, 1:, 1:])
     return sums
 
 

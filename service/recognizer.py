@@ -69,11 +69,6 @@ class IdentifiedFace:
         return self.best is not None and self.best.similarity >= self.threshold
 
 
-# Detection work per image is bounded: at most this many candidates per FEWFACE_MAX_FACES enter
-# MTCNN's R-Net (a fifth of them its O-Net), see models/mtcnn.py and README (Performance).
-DETECT_CANDIDATES_PER_FACE = 10
-
-
 class Engine:
     """The frozen pipeline (detector + embedder), shareable by several apps (tests load it once)."""
 
@@ -102,7 +97,7 @@ class Engine:
             min_face_size=settings.min_face_size,
             min_prob=settings.min_detection_prob,
             detect_side=settings.detect_side,
-            max_candidates=DETECT_CANDIDATES_PER_FACE * settings.max_faces,
+            max_faces=settings.max_faces,
         )
         embedder = create_embedder(
             settings.model,

@@ -58,6 +58,6 @@ def test_detect_side_trades_the_smallest_faces_of_big_images(faces_dir: Path) ->
 
 
 def test_detector_settings_are_checked() -> None:
-    for bad in ({"min_face_size": 8}, {"detect_side": -1}, {"max_candidates": 2}):
+    for bad in ({"min_face_size": 8}, {"detect_side": -1}, {"max_faces": 0}):
         with pytest.raises(ValueError):
             FaceDetector("cpu", **bad)  # type: ignore[arg-type]
