@@ -193,14 +193,18 @@ def _bilinear(source: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     left, top = left.astype(np.int64), top.astype(np.int64)
     inside = (left >= 0) & (top >= 0) & (left + 1 < width) & (top + 1 < height)
     left, top = np.where(inside, left, 0), np.where(inside, top, 0)
-    right, bottom = np.minimum(left + 1, width - 1), np.minimum(top + 1, height - 1)
+    # Gather the four neighbours through flat indices (inside pixels always have all four).
+    flat = source.reshape(height * width, -1)
+    top_left = (top * width + left).ravel()
     if source.ndim == 3:
         fx, fy, inside = fx[..., None], fy[..., None], inside[..., None]
+    shape = (*x.shape, flat.shape[1]) if source.ndim == 3 else x.shape
 
-    def at(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return source[rows, cols].astype(np.float64)
+    def at(offset: int) -> np.ndarray:
+        return np.take(flat, top_left + offset, axis=0, mode="clip").reshape(shape).astype(np.float64)
 
-    value = (1 - fy) * ((1 - fx) * at(top, left) + fx * at(top, right)) + fy * ((1 - fx) * at(bottom, left) + fx * at(bottom, right))
+    tl, tr, bl, br = at(0), at(1), at(width), at(width + 1)
+    value = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
     # dlib assigns the double to an unsigned char by truncation.
     return np.where(inside, value, 0).astype(np.uint8)
 
