@@ -18,11 +18,18 @@ GALLERY_FILE = "gallery.sqlite3"
 log = logging.getLogger(__name__)
 
 
+def gallery_pipeline(settings: Settings) -> str:
+    """The pipeline id (crop and flip) a service with ``settings`` records in its gallery."""
+    from models.embedders import EMBEDDERS, pipeline_id
+
+    return pipeline_id(EMBEDDERS[settings.model], flip=settings.flip, alignment=settings.alignment)
+
+
 def open_gallery(settings: Settings) -> Gallery:
     """Open the gallery of ``settings.data_dir`` for ``settings.model`` without loading any model:
     takes the data directory's lock and checks the file (service/gallery.py raises
     DataDirInUseError, GalleryOpenError, ModelMismatchError with the fix in the message)."""
-    from models.embedders import EMBEDDERS, pipeline_id
+    from models.embedders import EMBEDDERS
 
     spec = EMBEDDERS.get(settings.model)
     if spec is None:
@@ -31,7 +38,7 @@ def open_gallery(settings: Settings) -> Gallery:
         Path(settings.data_dir) / GALLERY_FILE,
         spec.model_id,
         spec.dim,
-        pipeline=pipeline_id(spec, flip=settings.flip, alignment=settings.alignment),
+        pipeline=gallery_pipeline(settings),
         index_exact_max=settings.index_exact_max,
         index_nprobe=settings.index_nprobe,
         busy_timeout=settings.db_busy_timeout,

@@ -162,11 +162,23 @@ def eps(size: int) -> bytes:
 
 
 # -- state files -----------------------------------------------------------------------------
+def _pipeline() -> str:
+    from service import gallery_pipeline
+    from service.config import Settings
+
+    return gallery_pipeline(Settings.from_env({}))
+
+
 def state_bomb(inflated: int, model: str = "dlib-resnet-v1", dim: int = 128) -> bytes:
     """A gzipped state file that unpacks to about ``inflated`` bytes: a valid header, then a huge
     'people' list of tiny objects (the most Python objects per byte)."""
     head = json.dumps(
-        {"format": "fewface-state", "version": 1, "model": {"id": model, "dim": dim}, "embedding_encoding": "base64-float32-le"}
+        {
+            "format": "fewface-state",
+            "version": 1,
+            "model": {"id": model, "dim": dim, "pipeline": _pipeline()},
+            "embedding_encoding": "base64-float32-le",
+        }
     )[:-1]
     item = b'{"id":"p","name":"p","created_at":0},'
     count = max(1, (inflated - len(head)) // len(item))
@@ -194,7 +206,7 @@ def state_people(inflated: int, dim: int = 128, model: str = "dlib-resnet-v1") -
     people += b',{"created_at":0,"id":"p0000000","name":"p"}'
     body = (
         b'{"embedding_encoding":"base64-float32-le","exported_at":0,"faces":[],"format":"fewface-state","generator":"bomb",'
-        + b'"model":{"dim":%d,"id":"%s"},"people":[' % (dim, model.encode())
+        + b'"model":{"dim":%d,"id":"%s","pipeline":"%s"},"people":[' % (dim, model.encode(), _pipeline().encode())
         + people
         + b'],"version":1}'
     )

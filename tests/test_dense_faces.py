@@ -39,7 +39,7 @@ def test_dense_faces_answered_within_bound_while_probe_answers(tmp_path: Path, f
     if not LFW.is_dir():
         pytest.skip(f"LFW photos not found at {LFW}")
     dense, probe = dense_image(), photo("img27.jpg")
-    with ServerProcess(tmp_path / "data", tmp_path / "server.log", FEWFACE_MAX_FACES="100").start() as server:
+    with ServerProcess(tmp_path / "data", tmp_path / "server.log", FEWFACE_MAX_FACES="100") as server:  # __enter__ starts it
         url = server.url("/v1/identify")
         files = lambda data: {"file": ("p.jpg", data, "image/jpeg")}  # noqa: E731
         requests.post(url, files=files(probe), timeout=PROBE_BOUND_S).raise_for_status()  # warm-up

@@ -25,7 +25,8 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import GALLERY_FILE
+from service import GALLERY_FILE, gallery_pipeline
+from service.config import Settings
 from service.datalock import LOCK_FILE, DataDirInUseError
 from service.gallery import Gallery, GalleryOpenError, NewFace, StorageFullError, StoreBusyError, StoredFace
 from service.storecheck import check_main
@@ -35,6 +36,7 @@ from tests.serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 128
+PIPELINE = gallery_pipeline(Settings.from_env({}))  # what the service records (crop and flip)
 CHILD_TIMEOUT = 300  # seconds: a child imports torch on a busy 2-core machine
 
 
@@ -95,18 +97,18 @@ def test_gallery_refuses_a_directory_another_process_owns(tmp_path: Path) -> Non
     holder = holder_process(tmp_path / LOCK_FILE)
     try:
         with pytest.raises(DataDirInUseError, match=f"in use by process {holder.pid}"):
-            Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM)
+            Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)
         assert not (tmp_path / GALLERY_FILE).exists()  # refused before touching anything
     finally:
         holder.kill()
         holder.wait(30)
-    g = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM)  # the OS released the dead holder's lock
+    g = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)  # the OS released the dead holder's lock
     g.close()
 
 
 def test_lock_is_shared_in_process_and_released_on_close(tmp_path: Path) -> None:
-    first = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM)
-    second = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM)  # tests and tools reopen a directory
+    first = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)
+    second = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)  # tests and tools reopen a directory
     assert not can_lock(tmp_path / LOCK_FILE)
     first.close()
     assert not can_lock(tmp_path / LOCK_FILE)  # second still open
@@ -159,7 +161,7 @@ def test_busy_database_answers_503_and_changes_nothing(make_app: Callable[..., F
 
 
 def test_busy_gallery_raises_store_busy(tmp_path: Path) -> None:
-    g = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM, busy_timeout=0.2)
+    g = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE, busy_timeout=0.2)
     g.add_faces("a", "A", [face(1)])
     with write_lock_held(g.path):
         with pytest.raises(StoreBusyError):
@@ -213,7 +215,7 @@ def test_full_disk_answers_507_and_loses_nothing(make_app: Callable[..., Flask])
 
 
 def test_full_gallery_rolls_back_whole_import(tmp_path: Path) -> None:
-    g = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM)
+    g = Gallery(tmp_path / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)
     g.add_faces("a", "A", [face(1)])
     fill(g)
     people = g.export_snapshot()[0]
@@ -319,7 +321,7 @@ def make_damaged(data_dir: Path) -> str:
 
 
 def make_truncated(data_dir: Path) -> str:
-    g = Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM)
+    g = Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)
     g.add_faces("a", "A", [face(s) for s in range(400)])
     g.close()
     path = data_dir / GALLERY_FILE
@@ -345,7 +347,7 @@ def make_unwritable_dir(data_dir: Path) -> str:
 
 
 def make_read_only_file(data_dir: Path) -> str:
-    Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM).close()
+    Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE).close()
     (data_dir / GALLERY_FILE).chmod(0o444)
     return "cannot write the gallery"
 
@@ -366,7 +368,7 @@ def test_gallery_refuses_a_bad_file_and_leaves_it_alone(tmp_path: Path, kind: st
     expected = BAD_DIRECTORIES[kind](data_dir)
     before = (data_dir / GALLERY_FILE).read_bytes()
     with pytest.raises(GalleryOpenError, match=expected.replace("(", r"\(").replace(")", r"\)")):
-        Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM)
+        Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)
     assert (data_dir / GALLERY_FILE).read_bytes() == before  # no schema added to a foreign database
     assert can_lock(data_dir / LOCK_FILE)  # the refused open released the directory
 
@@ -444,7 +446,7 @@ def test_undecodable_rows_are_left_out_counted_and_repairable(
     assert check_main([]) == 1
     assert check_main(["--repair"]) == 0
     assert check_main([]) == 0
-    repaired = Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM)
+    repaired = Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)
     assert repaired.undecodable() == ({}, {}) and repaired.counts() == (1, 2) and consistent(repaired)
     repaired.close()
 
@@ -453,7 +455,7 @@ def test_check_command(tmp_path: Path) -> None:
     """``python -m service check`` as a command: healthy 0, undecodable rows 1, no gallery 1."""
     healthy, broken = tmp_path / "healthy", tmp_path / "broken"
     for d in (healthy, broken):
-        g = Gallery(d / GALLERY_FILE, "dlib-resnet-v1", DIM)
+        g = Gallery(d / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline=PIPELINE)
         g.add_faces("good", "Good", [face(s) for s in range(3)])
         g.add_faces("damaged-person", "D", [face(10)])
         g.add_faces("orphaned", "O", [face(11)])
