@@ -37,6 +37,7 @@ import numpy as np
 
 from bench.common import machine
 from models.score_model import ScoreModel, load_score_model, table_path
+from service import calibration
 from service.config import Settings
 from service.errors import ApiError
 from service.gallery import Gallery
@@ -112,17 +113,16 @@ def lfw_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> tup
     return float(np.mean(accs)), accs, thresholds
 
 
+def genuine_impostor(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' scores split by label, a pair with no face made always wrong: a genuine one
+    scores -2 (below every threshold), an impostor +2 (above every threshold)."""
+    return np.where(np.isnan(scores[same]), -2.0, scores[same]), np.where(np.isnan(scores[~same]), 2.0, scores[~same])
+
+
 def far_frr(scores: np.ndarray, same: np.ndarray, threshold: float) -> tuple[float, float]:
     """(false accepts / impostor pairs, false rejects / genuine pairs); a missing face is an error."""
-    accept = np.where(np.isnan(scores), ~same, scores >= threshold)
-    return float(accept[~same].mean()), float((~accept[same]).mean())
-
-
-def equal_error_rate(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    grid = np.linspace(0.5, 1.0, 5001)
-    rates = np.array([far_frr(scores, same, t) for t in grid])
-    i = int(np.argmin(np.abs(rates[:, 0] - rates[:, 1])))
-    return float(rates[i].mean()), float(grid[i])
+    far, frr = calibration.far_frr(*genuine_impostor(scores, same), [threshold])
+    return float(far[0]), float(frr[0])
 
 
 # -- open set -------------------------------------------------------------------------------------
@@ -131,11 +131,8 @@ def people_folds(pairs: list[Pair]) -> dict[str, int]:
 
 
 def all_scores(vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Genuine and impostor similarities over every pair of photos (upper triangle)."""
-    sims = vectors @ vectors.T
-    iu = np.triu_indices(len(vectors), 1)
-    same = labels[iu[0]] == labels[iu[1]]
-    return sims[iu][same].astype(np.float64), sims[iu][~same].astype(np.float64)
+    """Genuine and impostor similarities over every pair of photos (no subsampling)."""
+    return calibration.pair_scores(vectors, list(labels), max_impostor_pairs=len(vectors) ** 2)
 
 
 def fit_score_model(people: list[str], photos_of: dict[str, list[str]], vec: dict[str, np.ndarray], source: str) -> ScoreModel:
@@ -245,7 +242,7 @@ def main() -> None:
     same = np.array([p.same for p in pairs])
     folds = np.array([p.fold for p in pairs])
     acc, accs, fold_thresholds = lfw_accuracy(scores, same, folds)
-    eer, eer_t = equal_error_rate(scores, same)
+    eer, eer_t = calibration.equal_error_rate(*genuine_impostor(scores, same))
     verify_t = recognizer.verify_threshold()
     far, frr = far_frr(scores, same, verify_t)
     print("\n== Verification (LFW protocol, 5 folds, /v1/verify code path; no face = wrong)")

@@ -128,7 +128,7 @@ def _build_dlib(device: torch.device, weights_path: str | None, half: bool, flip
       would put it (``dlib_box_from_mtcnn``), dlib's 5-point shape predictor
       (``models.shape_predictor``), then dlib's chip geometry (``get_face_chip_details(size=150,
       padding=0.25)`` and ``extract_image_chip``), the crop the network was trained on. On lfw-dev
-      with flip: equal error rate 1.23 % against 1.47 % for ``template`` (README, Accuracy).
+      with flip: equal error rate 1.27 % against 1.47 % for ``template`` (README, Accuracy).
     * ``template``: a similarity warp of MTCNN's five landmarks onto where they fall, on average,
       in dlib's chips (``MTCNN_TEMPLATE_150``); galleries taught before the pipeline was recorded.
     """
