@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +122,7 @@ def load_score_model(model_id: str, pipeline: str) -> ScoreModel | None:
     return ScoreModel.from_json(path.read_text()) if path.is_file() else None
 
 
-@cache
+@lru_cache(maxsize=64)  # one table per gallery size in use; bounded, since a growing gallery sees many sizes
 def _confidence_table(model: ScoreModel, n: float) -> np.ndarray:
     step = _GRID[1] - _GRID[0]
     # genuine score CDF G and density g (derivative of the tabulated CDF, smoothed over +-0.01)
