@@ -86,7 +86,7 @@ def analyze_all(recognizer: Recognizer, root: Path, photos: list[str], workers: 
 
 
 # -- verification ---------------------------------------------------------------------------------
-def pair_scores(pairs: list[Pair], faces: dict[str, AnalyzedFace | None]) -> np.ndarray:
+def lfw_pair_scores(pairs: list[Pair], faces: dict[str, AnalyzedFace | None]) -> np.ndarray:
     """Cosine similarity per pair; NaN where a photo had no face."""
     out = np.full(len(pairs), np.nan)
     for i, p in enumerate(pairs):
@@ -238,7 +238,7 @@ def main() -> None:
     print(f"no face found in {len(missing)} photos: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
 
     # 1. verification
-    scores = pair_scores(pairs, faces)
+    scores = lfw_pair_scores(pairs, faces)
     same = np.array([p.same for p in pairs])
     folds = np.array([p.fold for p in pairs])
     acc, accs, fold_thresholds = lfw_accuracy(scores, same, folds)
