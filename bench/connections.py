@@ -2,7 +2,7 @@
 
     python -m bench.connections [--steps 1000,3000,12000] [--max-connections 1000]
 
-Serves a one-route app with the service's waitress set-up (service/serving.py, default limits)
+Serves a one-route app with the service's waitress set-up (service/http/serving.py, default limits)
 on 127.0.0.1, opens slow connections in bursts as fast as it can (half idle, half stuck in their
 headers), and prints, after each burst, what the server holds, how many it evicted, and the
 slowest ``/healthz`` answer during and after the burst. Needs about 1.2 x the largest step in
@@ -20,7 +20,7 @@ import time
 import requests
 from flask import Flask
 
-from service.serving import DrainingServer
+from service.http.serving import DrainingServer
 
 
 def main() -> None:

@@ -40,9 +40,9 @@ from models.score_model import ScoreModel, load_score_model, table_path
 from service import calibration
 from service.config import Settings
 from service.errors import ApiError
-from service.gallery import Gallery
 from service.imaging import decode_image
 from service.recognizer import AnalyzedFace, Engine, Recognizer
+from service.store.gallery import Gallery
 
 LFW = Path(__file__).resolve().parents[1].parent / "shared" / "faces" / "lfw-dev"
 SIZES = (10, 100, 800, 1000)

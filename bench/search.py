@@ -26,7 +26,7 @@ from bench.synthetic import EmbeddingModel
 from service.config import Settings
 from service.index import VectorIndex
 
-FETCH = 64  # service.gallery.Gallery.search fetches max(64, 16 * top_k) candidates
+FETCH = 64  # service.store.gallery.Gallery.search fetches max(64, 16 * top_k) candidates
 
 
 def rss_bytes() -> int:

@@ -1,5 +1,5 @@
 """``python -m service``: serve the API with waitress (a production WSGI server).
-``python -m service check [--repair]``: check the gallery's rows (service/storecheck.py)."""
+``python -m service check [--repair]``: check the gallery's rows (service/store/check.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 
 from models.weights import WeightsNotFoundError
 from service import create_app
-from service.auth import exposure_warning
 from service.config import ConfigError, Settings, unsupported_facebox_settings
-from service.datalock import DataDirInUseError
-from service.gallery import GalleryOpenError, ModelMismatchError
+from service.http.auth import exposure_warning
+from service.store.datalock import DataDirInUseError
+from service.store.gallery import GalleryOpenError, ModelMismatchError
 
 log = logging.getLogger("service")
 
@@ -20,7 +20,7 @@ log = logging.getLogger("service")
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["check"]:
-        from service.storecheck import check_main
+        from service.store.check import check_main
 
         return check_main(args[1:])
     if args:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             app.extensions["fewface"].engine.close()
             app.extensions["fewface"].gallery.close()
             return 2
-    from service.serving import DrainingServer
+    from service.http.serving import DrainingServer
 
     server = DrainingServer(
         app,

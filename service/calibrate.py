@@ -23,10 +23,10 @@ from urllib.parse import quote
 import numpy as np
 
 from models.embedders import EMBEDDERS, pipeline_id
-from service import GALLERY_FILE
 from service.calibration_report import DEFAULT_TARGETS, MIN_PEOPLE, NotEnoughExamplesError, build_report, plot_report, summary_lines
 from service.config import ConfigError, Settings
-from service.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES
+from service.store import GALLERY_FILE
+from service.store.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES
 
 log = logging.getLogger("service.calibrate")
 

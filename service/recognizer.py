@@ -15,9 +15,9 @@ from models.ranking import rank_faces
 from service.batcher import MicroBatcher
 from service.config import Settings
 from service.errors import ApiError
-from service.gallery import FaceRecord, Gallery, Match, NewFace, Person
 from service.imaging import DecodedImage
 from service.matching import MatchRule
+from service.store.gallery import FaceRecord, Gallery, Match, NewFace, Person
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from service.errors import ApiError
-from service.gallery import Gallery
+from service.http.urlfetch import UrlFetcher
 from service.state import import_state
-from service.urlfetch import UrlFetcher
+from service.store.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def shown(source: str) -> str:
 def read_source(source: str, max_bytes: int, timeout: float) -> bytes:
     """The bytes of a state file named by a path, a ``file://`` URL or an ``http(s)://`` URL (at
     most ``max_bytes``). The URL is the operator's own setting, so private addresses are allowed
-    (a LAN file server); scheme, redirects, size and the ``timeout`` follow service/urlfetch.py."""
+    (a LAN file server); scheme, redirects, size and the ``timeout`` follow service/http/urlfetch.py."""
     parts = urlsplit(source)
     if parts.scheme in ("http", "https"):
         try:

@@ -3,7 +3,7 @@
 Nothing in a state file can execute: it is plain JSON; embeddings are base64 of little-endian
 float32. A sha256 checksum over the canonical content catches tampering and truncation. Import
 checks everything before it touches the gallery, then writes in one SQLite transaction and
-rebuilds the FAISS index after commit (service/gallery.py ``import_snapshot``).
+rebuilds the FAISS index after commit (service/store/gallery.py ``import_snapshot``).
 
 Layout (format ``fewface-state``, version 1)::
 
@@ -38,8 +38,8 @@ from flask import Blueprint, Request, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from service.errors import ApiError
-from service.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES, Gallery, StoredFace, pipeline_settings
-from service.inputs import choice_param, clean_facebox_id, clean_name, parse_request
+from service.http.inputs import choice_param, clean_facebox_id, clean_name, parse_request
+from service.store.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES, Gallery, StoredFace, pipeline_settings
 
 log = logging.getLogger(__name__)
 
@@ -462,7 +462,7 @@ def state_response(gallery: Gallery, compress: bool) -> Response:
     name = f"fewface-state-{gallery.model_id}-{stamp}.json" + (".gz" if compress else "")
     response = Response(body, mimetype="application/gzip" if compress else "application/json")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    # Rows that do not decode are left out of the file, never silently (service/gallery.py).
+    # Rows that do not decode are left out of the file, never silently (service/store/gallery.py).
     skipped_people, skipped_faces = gallery.undecodable()
     response.headers["X-Fewface-Skipped-People"] = str(len(skipped_people))
     response.headers["X-Fewface-Skipped-Faces"] = str(len(skipped_faces))

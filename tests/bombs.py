@@ -163,8 +163,8 @@ def eps(size: int) -> bytes:
 
 # -- state files -----------------------------------------------------------------------------
 def _pipeline() -> str:
-    from service import gallery_pipeline
     from service.config import Settings
+    from service.store import gallery_pipeline
 
     return gallery_pipeline(Settings.from_env({}))
 

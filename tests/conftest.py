@@ -16,7 +16,7 @@ from PIL import Image
 
 from service import create_app
 from service.config import Settings
-from service.errors import INTERNAL_ERRORS
+from service.http.errors import INTERNAL_ERRORS
 from service.recognizer import Engine
 from tests.serverproc import ServerProcess
 

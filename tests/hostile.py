@@ -20,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
 
-from service.serving import DrainingServer
+from service.http.serving import DrainingServer
 
 ERROR_KEYS = {"ok", "status", "code", "error"}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from service.errors import INTERNAL_ERROR_MARK
+from service.http.errors import INTERNAL_ERROR_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 120.0  # seconds: importing torch and loading the models on a busy 2-core machine

@@ -18,8 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
-from service.auth import EXEMPT_ENDPOINTS, exposure_warning
 from service.config import ConfigError, Settings
+from service.http.auth import EXEMPT_ENDPOINTS, exposure_warning
 from tests.conftest import photo, upload
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,13 +22,14 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from models.embedders import EMBEDDERS, pipeline_id
-from service import GALLERY_FILE, create_app
+from service import create_app
 from service.calibrate import main as calibrate_main
 from service.calibration import far_frr, pair_scores
 from service.calibration_report import NotEnoughExamplesError, build_report, plot_report
 from service.config import Settings
 from service.matching import MatchRule
 from service.recognizer import Engine
+from service.store import GALLERY_FILE
 from tests.conftest import ROOT, photo, upload
 from tests.hostile import snapshot
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 from flask import Flask
 
-from service import GALLERY_FILE
+from service.store import GALLERY_FILE
 from tests.conftest import photo
 from tests.hostile import api_state, served, sqlite_state
 

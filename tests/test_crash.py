@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from service import GALLERY_FILE
+from service.store import GALLERY_FILE
 from tests.conftest import photo
 from tests.hostile import api_state, sqlite_state
 from tests.serverproc import ServerProcess

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from service import create_app
 from service.config import Settings
-from service.facebox import name_slug
+from service.http.facebox import name_slug
 from service.recognizer import Engine
 from tests.conftest import no_face_image, photo
 from tests.loopback import Loopback, Route, loopback_server

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import GALLERY_FILE
-from service.gallery import Gallery, ModelMismatchError, NewFace, PersonNotFoundError
+from service.store import GALLERY_FILE
+from service.store.gallery import Gallery, ModelMismatchError, NewFace, PersonNotFoundError
 
 DIM = 128
 

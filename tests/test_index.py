@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 
 from bench.synthetic import EmbeddingModel
-from service.gallery import Gallery, NewFace
 from service.index import VectorIndex
+from service.store.gallery import Gallery, NewFace
 from tests.conftest import photo, upload
 
 DIM = 128

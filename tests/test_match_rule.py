@@ -12,10 +12,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from models.score_model import ScoreModel, load_score_model
-from service import GALLERY_FILE, create_app
+from service import create_app
 from service.config import Settings
-from service.gallery import Gallery, ModelMismatchError
 from service.matching import MatchRule
+from service.store import GALLERY_FILE
+from service.store.gallery import Gallery, ModelMismatchError
 from tests.conftest import photo, upload
 
 

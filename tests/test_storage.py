@@ -25,11 +25,11 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import GALLERY_FILE, gallery_pipeline
 from service.config import Settings
-from service.datalock import LOCK_FILE, DataDirInUseError
-from service.gallery import Gallery, GalleryOpenError, NewFace, StorageFullError, StoreBusyError, StoredFace
-from service.storecheck import check_main
+from service.store import GALLERY_FILE, gallery_pipeline
+from service.store.check import check_main
+from service.store.datalock import LOCK_FILE, DataDirInUseError
+from service.store.gallery import Gallery, GalleryOpenError, NewFace, StorageFullError, StoreBusyError, StoredFace
 from tests.conftest import photo, upload
 from tests.hostile import api_state, snapshot, sqlite_state
 from tests.serverproc import ServerProcess
@@ -485,7 +485,7 @@ def test_check_command(tmp_path: Path) -> None:
 @pytest.mark.expect_500(1)
 def test_every_500_is_counted(app: Flask, client: FlaskClient) -> None:
     """tests/conftest.py fails any test with a 500 it does not declare; this one declares it."""
-    from service.errors import INTERNAL_ERRORS
+    from service.http.errors import INTERNAL_ERRORS
 
     def broken() -> str:
         raise RuntimeError("a bug")

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from service.errors import ApiError
-from service.urlfetch import UrlFetcher, address_allowed
+from service.http.urlfetch import UrlFetcher, address_allowed
 from tests.conftest import photo
 from tests.loopback import Route, loopback_server
 

@@ -26,12 +26,12 @@ from flask.typing import ResponseReturnValue
 from werkzeug.routing import PathConverter
 
 from models.types import DetectedFace
-from service.api import decode, recognizer, threshold_param
 from service.errors import ApiError
-from service.gallery import Gallery, Match, NewFace, Person, PersonNotFoundError
+from service.http.api import decode, recognizer, threshold_param
+from service.http.inputs import RequestInput, clean_facebox_id, clean_name, decode_base64, int_param, parse_request
 from service.imaging import DecodedImage
-from service.inputs import RequestInput, clean_facebox_id, clean_name, decode_base64, int_param, parse_request
 from service.state import import_state, read_upload, state_response
+from service.store.gallery import Gallery, Match, NewFace, Person, PersonNotFoundError
 
 bp = Blueprint("facebox", __name__)
 

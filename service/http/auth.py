@@ -15,7 +15,7 @@ import logging
 from flask import Flask, Request, Response, request
 
 from service.config import Settings
-from service.errors import error_response
+from service.http.errors import error_response
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from service import GALLERY_FILE, open_gallery
 from service.config import ConfigError, Settings
-from service.datalock import DataDirInUseError
-from service.gallery import GalleryOpenError, ModelMismatchError
+from service.store import GALLERY_FILE, open_gallery
+from service.store.datalock import DataDirInUseError
+from service.store.gallery import GalleryOpenError, ModelMismatchError
 
 log = logging.getLogger("service.check")
 

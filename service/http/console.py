@@ -1,4 +1,4 @@
-"""The web console: one static page (service/static) that drives the native /v1 API."""
+"""The web console: one static page (service/http/static) that drives the native /v1 API."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
-from service.errors import HTTP_CODES
+from service.http.errors import HTTP_CODES
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,7 @@ from flask.typing import ResponseReturnValue
 from models.quality import FaceQuality
 from models.types import LANDMARK_NAMES, DetectedFace
 from service.errors import ApiError
-from service.gallery import FaceNotFoundError, FaceRecord, Match, Person, PersonNotFoundError
-from service.imaging import DecodedImage, decode_image
-from service.inputs import (
+from service.http.inputs import (
     RequestInput,
     choice_param,
     clean_id,
@@ -21,7 +19,9 @@ from service.inputs import (
     int_param,
     parse_request,
 )
+from service.imaging import DecodedImage, decode_image
 from service.recognizer import IdentifiedFace, Recognizer
+from service.store.gallery import FaceNotFoundError, FaceRecord, Match, Person, PersonNotFoundError
 
 bp = Blueprint("api", __name__)
 

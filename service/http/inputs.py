@@ -43,7 +43,7 @@ def parse_request(request: Request, image_fields: Sequence[str]) -> RequestInput
     """Images under ``image_fields`` (multipart files, or JSON base64 strings / lists of them, or
     the raw body for the first field) plus every other parameter (query string, form, JSON).
     A ``url`` parameter (string, or JSON list of strings) is fetched into the first image field,
-    ``<field>_url`` into ``<field>`` (service/urlfetch.py decides which URLs may be fetched)."""
+    ``<field>_url`` into ``<field>`` (service/http/urlfetch.py decides which URLs may be fetched)."""
     out = RequestInput(params=dict(request.args.items()))
     mimetype = request.mimetype or ""
     if mimetype == "multipart/form-data" or mimetype == "application/x-www-form-urlencoded":

@@ -9,8 +9,8 @@ Storage failures surface as domain errors (``StorageError`` and its kinds) that 
 maps to statuses (service/errors.py): a write that waits too long for SQLite's lock, a full disk,
 an I/O error. A failed write leaves SQLite and the index as they were. Opening checks the file
 (damaged, foreign, unwritable: ``GalleryOpenError`` naming the file and the fix), takes the data
-directory's lock (service/datalock.py) and decodes every row: rows that do not decode are left
-out of search and export, logged, and listed by ``python -m service check`` (service/storecheck.py).
+directory's lock (service/store/datalock.py) and decodes every row: rows that do not decode are left
+out of search and export, logged, and listed by ``python -m service check`` (service/store/check.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
-from service.datalock import DataDirLock
 from service.index import DEFAULT_EXACT_MAX, VectorIndex
+from service.store.datalock import DataDirLock
 
 log = logging.getLogger(__name__)
 

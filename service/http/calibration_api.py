@@ -13,9 +13,9 @@ from flask.typing import ResponseReturnValue
 
 from service.calibration_report import DEFAULT_TARGETS, NotEnoughExamplesError, build_report, plot_report
 from service.errors import ApiError
-from service.gallery import Gallery
-from service.inputs import float_param, int_param
+from service.http.inputs import float_param, int_param
 from service.recognizer import Recognizer
+from service.store.gallery import Gallery
 
 bp = Blueprint("calibration", __name__)
 

@@ -1,0 +1,1 @@
+"""The HTTP layer: Flask app, routes (native, Facebox, state, console), inputs, auth, errors, OpenAPI."""
