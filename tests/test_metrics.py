@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
@@ -14,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import ConfigError, Settings
 from tests.conftest import photo, upload
+from tests.hostile import served
 
 KEY = "metrics-test-key"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -90,6 +93,30 @@ def test_figures_move_under_load(app: Flask, client: FlaskClient) -> None:
     assert moved("fewface_batch_requests_sum", lane="embed") >= 3
     assert {s["lane"] for s in series(after, "fewface_batch_queue_depth")} == {"embed", "detect"}
     assert all(value(after, "fewface_batch_queue_depth", lane=lane) >= 0 for lane in ("embed", "detect"))
+
+
+def parse(text: str) -> Samples:
+    return {(s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_concurrent_requests_behind_waitress(app: Flask) -> None:
+    """Under the real server each worker thread records into the app's figures: every request's
+    stages are counted, none is left in flight."""
+    jpeg = photo("img26.jpg")
+    with served(app, threads=4) as base:
+        before = parse(requests.get(base + "/metrics", timeout=10).text)
+
+        def identify(_: int) -> int:
+            return requests.post(base + "/v1/identify", files={"file": ("a.jpg", jpeg, "image/jpeg")}, timeout=60).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(identify, range(8))) == [200] * 8
+        after = parse(requests.get(base + "/metrics", timeout=10).text)
+    for stage in ("decode", "detect", "embed"):
+        assert value(after, "fewface_stage_seconds_count", stage=stage) - value(before, "fewface_stage_seconds_count", stage=stage) == 8
+    assert value(after, "fewface_http_requests_total", route="/v1/identify", method="POST", status="200") == 8
+    assert value(after, "fewface_http_requests_in_flight") == 1  # the scrape itself
+    assert value(after, "fewface_batch_requests_sum", lane="detect") - value(before, "fewface_batch_requests_sum", lane="detect") >= 8
 
 
 def test_openmetrics_when_the_scraper_asks(client: FlaskClient) -> None:
