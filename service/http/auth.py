@@ -93,7 +93,7 @@ def register_auth(app: Flask, settings: Settings) -> None:
     app.extensions["fewface_auth"] = auth
     if not auth.enabled:
         return
-    exempt = EXEMPT_ENDPOINTS | ({"metrics.scrape"} if settings.metrics_public else set())  # FEWFACE_METRICS_PUBLIC
+    exempt = EXEMPT_ENDPOINTS | ({"metrics.scrape"} if settings.metrics_public else set())  # service/http/metrics.py
     log.info(
         "authentication required (%s)", ", ".join(n for n, on in (("api key", settings.api_key), ("basic", settings.basic_auth)) if on)
     )

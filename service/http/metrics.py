@@ -12,6 +12,7 @@ Authentication: ``/metrics`` needs credentials like the API when authentication 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -23,8 +24,8 @@ from service.config import Settings
 from service.metrics import Counted, GalleryCollector, Recorder
 from service.recognizer import Recognizer
 
+log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
-ENDPOINT = "metrics.scrape"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others count as "other"
 UNMATCHED = "unmatched"  # the route label of requests no URL rule matched (404, 405 on an unknown path)
 
@@ -80,3 +81,5 @@ def register_metrics(app: Flask, settings: Settings) -> None:
             recorder.unbind(started[0])
 
     app.register_blueprint(bp)
+    if settings.metrics_public and (settings.api_key or settings.basic_auth):
+        log.info("Prometheus metrics at GET /metrics, without credentials (FEWFACE_METRICS_PUBLIC)")
