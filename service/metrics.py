@@ -23,7 +23,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
@@ -161,25 +160,18 @@ def batch_metrics(batcher: MicroBatcher) -> BatchMetrics:
         return metrics
 
 
-class Counted(Protocol):
-    def counts(self) -> tuple[int, int]:
-        """(people, face examples)."""
-        ...
-
-
 class GalleryCollector(Collector):
     """Figures read when scraped: gallery sizes per collection, queue depth, model and device.
 
-    ``galleries`` yields (collection id, object with ``counts() -> (people, faces)``); today the
-    app has one collection, ``default``."""
+    ``counts`` returns (collection id, people, face examples) for every collection."""
 
     def __init__(
         self,
-        galleries: Callable[[], Iterable[tuple[str, Counted]]],
+        counts: Callable[[], Iterable[tuple[str, int, int]]],
         batcher: MicroBatcher,
         info: dict[str, str],
     ) -> None:
-        self._galleries = galleries
+        self._counts = counts
         self._batcher = batcher
         self._batches = batch_metrics(batcher)
         self._info = info
@@ -194,12 +186,12 @@ class GalleryCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         people = GaugeMetricFamily("fewface_gallery_people", "People in the gallery, by collection.", labels=["collection"])
         faces = GaugeMetricFamily("fewface_gallery_faces", "Face examples in the gallery, by collection.", labels=["collection"])
-        for collection, gallery in self._galleries():
-            try:
-                n_people, n_faces = gallery.counts()
-            except StorageError as exc:  # the store unavailable: the scrape still answers, without these series
-                log.warning("metrics: gallery %r could not be counted: %s", collection, exc)
-                continue
+        try:
+            counted = list(self._counts())
+        except StorageError as exc:  # the store unavailable: the scrape still answers, without these series
+            log.warning("metrics: the galleries could not be counted: %s", exc)
+            counted = []
+        for collection, n_people, n_faces in counted:
             people.add_metric([collection], n_people)
             faces.add_metric([collection], n_faces)
         yield people

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client.exposition import choose_encoder
 
 from service import __version__
 from service.config import Settings
-from service.metrics import Counted, GalleryCollector, Recorder
+from service.metrics import GalleryCollector, Recorder
 from service.recognizer import Recognizer
 
 log = logging.getLogger(__name__)
@@ -37,10 +36,15 @@ def scrape() -> Response:
     return Response(encoder(recorder.registry), content_type=content_type)
 
 
-def galleries(app: Flask) -> Iterator[tuple[str, Counted]]:
-    """(collection id, gallery) for every collection the app serves; today only ``default``."""
+def collection_counts(app: Flask) -> list[tuple[str, int, int]]:
+    """(collection id, people, faces) for every collection: with the collections registry
+    (``app.extensions["fewface_collections"]``, service/http/collections.py, issue 13) one
+    snapshot query over all of them; without it the app's one gallery, ``default``."""
+    registry = app.extensions.get("fewface_collections")
+    if registry is not None:
+        return [(c.id, c.people, c.faces) for c in registry.galleries.list()]
     recognizer: Recognizer = app.extensions["fewface"]
-    yield "default", recognizer.gallery
+    return [("default", *recognizer.gallery.counts())]
 
 
 def register_metrics(app: Flask, settings: Settings) -> None:
@@ -56,7 +60,7 @@ def register_metrics(app: Flask, settings: Settings) -> None:
         "device": str(engine.embedder.device),
         "version": __version__,
     }
-    recorder.register(GalleryCollector(lambda: galleries(app), engine.batcher, info))
+    recorder.register(GalleryCollector(lambda: collection_counts(app), engine.batcher, info))
     app.extensions["fewface_metrics"] = recorder
 
     @app.before_request
