@@ -123,6 +123,9 @@ class MicroBatcher:
         self._closed = False
         self._stats = BatcherStats()
         self._stats_lock = threading.Lock()
+        # Called as on_batch(lane, requests, items) on a worker thread before each batch runs
+        # (service/metrics.py); must be quick and must not raise.
+        self.on_batch: Callable[[str, int, int], None] | None = None
         self._threads = [threading.Thread(target=self._loop, args=(self._next_embed_batch,), name=f"{name}-embed", daemon=True)]
         if detector is not None:
             self._threads += [
@@ -163,6 +166,11 @@ class MicroBatcher:
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """Blocking ``submit_detect``."""
         return self.submit_detect(image).result()
+
+    def queue_depth(self) -> dict[str, int]:
+        """Jobs waiting for a batch now, by lane (``embed``, ``detect``)."""
+        with self._cond:
+            return {"embed": len(self._embed_queue), "detect": len(self._detect_queue)}
 
     def stats(self) -> BatcherStats:
         with self._stats_lock:
@@ -291,6 +299,8 @@ class MicroBatcher:
                     self._in_flight -= len(jobs) - len(live)  # cancelled by their callers
             if not live:
                 continue
+            if self.on_batch is not None:
+                self.on_batch(live[0].kind, len(live), sum(j.size for j in live) if live[0].kind == "embed" else len(live))
             try:
                 self._run_group(live, self._embed_group if live[0].kind == "embed" else self._detect_group)
             except BaseException as exc:  # a bug here must not leave callers blocked forever

@@ -148,6 +148,14 @@ class Settings:
     basic_auth: str = _setting(
         "FEWFACE_BASIC_AUTH", "", "`user:password`; when set, requests may use HTTP basic auth (as Facebox's `MB_BASICAUTH_*`)."
     )
+    metrics: bool = _setting(
+        "FEWFACE_METRICS", True, "Serve Prometheus metrics at `GET /metrics` (see Metrics); false = no route, no recording."
+    )
+    metrics_public: bool = _setting(
+        "FEWFACE_METRICS_PUBLIC",
+        False,
+        "Serve `/metrics` without credentials even when authentication is on, for scrapers that cannot send a key (see Metrics).",
+    )
     state_url: str = _setting(
         "FEWFACE_STATE_URL",
         "",
@@ -245,6 +253,8 @@ class Settings:
         for name in ("batch_max_wait_ms", "index_nprobe", "detect_side"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env(name)} must not be negative")
+        if self.metrics_public and not self.metrics:
+            raise ConfigError("FEWFACE_METRICS_PUBLIC=true makes no sense with FEWFACE_METRICS=false (no /metrics route to expose)")
         if not 0 <= self.db_busy_timeout <= 600:
             raise ConfigError("FEWFACE_DB_BUSY_TIMEOUT must be between 0 and 600 seconds")
 

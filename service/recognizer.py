@@ -17,6 +17,7 @@ from service.config import Settings
 from service.errors import ApiError
 from service.imaging import DecodedImage
 from service.matching import MatchRule
+from service.metrics import stage
 from service.store.gallery import FaceRecord, Gallery, Match, NewFace, Person
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Engine:
     def model_id(self) -> str:
         return self.embedder.model_id
 
+    @stage("embed")
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(N, dim) unit vectors, batched with concurrent requests' crops."""
         return self.batcher.embed(crops)
@@ -131,6 +133,7 @@ class Engine:
         """The same on the calling thread, without the batcher (benchmark baseline)."""
         return self.embedder.embed(crops)
 
+    @stage("detect")
     def detect(self, image: Image.Image) -> list[DetectedFace]:
         """Faces in one RGB image, largest first; same-size images of concurrent requests share an MTCNN pass."""
         return self.batcher.detect(image)
@@ -220,7 +223,8 @@ class Recognizer:
         top_k = top_k or self.settings.top_k
         if not faces:
             return []
-        matches, gallery_faces = self.gallery.search_sized(np.stack([f.embedding for f in faces]), top_k)
+        with stage("search"):
+            matches, gallery_faces = self.gallery.search_sized(np.stack([f.embedding for f in faces]), top_k)
         if threshold is None:
             threshold = self.rule.identify_threshold(gallery_faces)
         return [IdentifiedFace(f.face, f.embedding, m, threshold, f.quality, gallery_faces) for f, m in zip(faces, matches, strict=True)]

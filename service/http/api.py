@@ -20,6 +20,7 @@ from service.http.inputs import (
     parse_request,
 )
 from service.imaging import DecodedImage, decode_image
+from service.metrics import stage
 from service.recognizer import IdentifiedFace, Recognizer
 from service.store.gallery import FaceNotFoundError, FaceRecord, Match, Person, PersonNotFoundError
 
@@ -30,6 +31,7 @@ def recognizer() -> Recognizer:
     return current_app.extensions["fewface"]
 
 
+@stage("decode")
 def decode(data: bytes) -> DecodedImage:
     s = recognizer().settings
     return decode_image(

@@ -48,11 +48,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     from service import state
     from service.http import calibration_api, console, facebox, openapi
     from service.http.auth import register_auth
+    from service.http.metrics import register_metrics
     from service.http.urlfetch import UrlFetcher
 
     app.extensions["fewface_urlfetch"] = UrlFetcher(
         settings.max_upload_bytes, settings.url_timeout, settings.allow_private_urls, max_concurrent=max(1, settings.threads // 2)
     )
+    register_metrics(app, settings)  # before authentication: its hooks count the 401s too
     register_auth(app, settings)
     for module in (state, facebox, openapi, console, calibration_api):
         app.register_blueprint(module.bp)

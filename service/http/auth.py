@@ -93,13 +93,14 @@ def register_auth(app: Flask, settings: Settings) -> None:
     app.extensions["fewface_auth"] = auth
     if not auth.enabled:
         return
+    exempt = EXEMPT_ENDPOINTS | ({"metrics.scrape"} if settings.metrics_public else set())  # service/http/metrics.py
     log.info(
         "authentication required (%s)", ", ".join(n for n, on in (("api key", settings.api_key), ("basic", settings.basic_auth)) if on)
     )
 
     @app.before_request
     def _require_credentials() -> Response | None:
-        if request.endpoint in EXEMPT_ENDPOINTS or auth.authorized(request):
+        if request.endpoint in exempt or auth.authorized(request):
             return None
         log.info("unauthorized %s %s from %s", request.method, request.path, request.remote_addr)
         response, status = error_response(401, "unauthorized", "missing or wrong credentials: send X-API-Key, a Bearer token or basic auth")

@@ -9,6 +9,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from service.errors import ApiError
+from service.metrics import count_error
 from service.store.gallery import StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ HTTP_CODES: dict[int, str] = {
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    count_error(code)  # every error answer the app builds passes here (service/metrics.py)
     return jsonify({"ok": False, "status": status, "code": code, "error": message}), status
 
 

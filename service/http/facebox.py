@@ -30,6 +30,7 @@ from service.errors import ApiError
 from service.http.api import decode, recognizer, threshold_param
 from service.http.inputs import RequestInput, clean_facebox_id, clean_name, decode_base64, int_param, parse_request
 from service.imaging import DecodedImage
+from service.metrics import stage
 from service.state import import_state, read_upload, state_response
 from service.store.gallery import Gallery, Match, NewFace, Person, PersonNotFoundError
 
@@ -184,7 +185,9 @@ def _matched(best: Match | None, threshold: float) -> dict[str, Any]:
 
 def _check_faceprints(prints: Any, threshold: float) -> list[dict[str, Any]]:
     """One Face per faceprint, in input order."""
-    results = recognizer().gallery.search(_faceprint_list(prints), 1)
+    vectors = _faceprint_list(prints)
+    with stage("search"):
+        results = recognizer().gallery.search(vectors, 1)
     return [_matched(m[0] if m else None, threshold) for m in results]
 
 
