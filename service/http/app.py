@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     app.register_blueprint(bp)
 
     from service import state
-    from service.http import calibration_api, console, facebox, openapi
+    from service.http import calibration_api, collections, console, facebox, openapi
     from service.http.auth import register_auth
     from service.http.urlfetch import UrlFetcher
 
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
         settings.max_upload_bytes, settings.url_timeout, settings.allow_private_urls, max_concurrent=max(1, settings.threads // 2)
     )
     register_auth(app, settings)
-    for module in (state, facebox, openapi, console, calibration_api):
+    for module in (state, facebox, openapi, console, calibration_api, collections):  # collections last: it serves the others per collection
         app.register_blueprint(module.bp)
     log.info("fewface ready: model %s, gallery %s (%d people, %d faces)", engine.model_id, gallery.path, *gallery.counts())
     return app
