@@ -28,8 +28,9 @@ from flask.typing import ResponseReturnValue
 from service.errors import ApiError
 from service.http.inputs import parse_request
 from service.recognizer import Recognizer
+from service.store.base import COLLECTION_ID, DEFAULT_COLLECTION, CollectionNotFoundError
 from service.store.gallery import Gallery, ModelMismatchError
-from service.store.registry import COLLECTION_ID, DEFAULT_COLLECTION, CollectionInfo, CollectionNotFoundError, Galleries
+from service.store.registry import CollectionInfo, Galleries
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def _wire(state: BlueprintSetupState) -> None:
     and authentication (service/http/app.py): the per-collection twins of their routes, the
     collection id taken out of the URL, and its resolution after authentication."""
     app = state.app
-    galleries = app.extensions.get("fewface_galleries") or Galleries(app.extensions["fewface"].gallery)
+    galleries: Galleries = app.extensions["fewface_galleries"]  # service/http/app.py
     app.extensions["fewface_collections"] = Collections(galleries, app.extensions["fewface"])
     app.url_value_preprocessor(_take_collection_id)
     app.before_request(_resolve)

@@ -9,24 +9,25 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from service.errors import ApiError
-from service.store.gallery import StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
-from service.store.registry import (
+from service.store.base import (
     COLLECTION_ID,
     CollectionExistsError,
     CollectionNotFoundError,
     CollectionProtectedError,
     InvalidCollectionIdError,
 )
+from service.store.gallery import DatabaseUnavailableError, StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 # Domain errors of the store -> (status, code, Retry-After seconds or None). One table.
 DOMAIN_ERRORS: dict[type[StorageError], tuple[int, str, int | None]] = {
+    DatabaseUnavailableError: (503, "database_unavailable", 5),  # PostgreSQL cannot be reached (before its parent below)
     StoreBusyError: (503, "database_busy", 1),
     StorageFullError: (507, "storage_full", None),
     StoreUnavailableError: (503, "storage_unavailable", 5),
 }
-# Collection errors of the registry (service/store/registry.py) -> (status, code, message for the id).
+# Collection errors of the registry (service/store/registry.py, base.py) -> (status, code, message for the id).
 COLLECTION_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
     InvalidCollectionIdError: (400, "invalid_collection_id", "{!r} is not a collection id: 1 to 64 of a-z, 0-9, _ and -, first a-z or 0-9"),
     CollectionNotFoundError: (404, "collection_not_found", "no collection {!r}"),
