@@ -1,16 +1,21 @@
 """Collections (issue 13 item 3): independent galleries in one service, over HTTP, on a real app
 and the real pipeline: same person ids never mix, deleting one collection leaves the others
-identical, per-collection API keys, bad ids change nothing, today's routes act on `default`."""
+identical, per-collection API keys, bad ids change nothing, today's routes act on `default`.
+Every test runs on both stores: embedded SQLite and a real PostgreSQL (tests/pgfixtures.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from service import create_app
+from service.config import Settings
+from service.recognizer import Engine
 from tests.conftest import photo, upload
 
 SERVICE_KEY = "service-key-0123456789"
@@ -50,9 +55,25 @@ def collection_ids(client: FlaskClient, headers: dict[str, str] | None = None) -
     return [c["id"] for c in r.json["collections"]]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_app(request: pytest.FixtureRequest, engine: Engine, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """Apps over the embedded SQLite store, or over a fresh PostgreSQL database."""
+    store = {"database_url": request.getfixturevalue("pg_url")} if request.param == "postgresql" else {}
+    apps: list[Flask] = []
+
+    def make(**overrides: object) -> Flask:
+        settings = Settings.from_env({}, data_dir=str(tmp_path / "data"), **store, **overrides)
+        apps.append(create_app(settings, engine))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.extensions["fewface_galleries"].close()
+
+
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(make_app: Callable[..., Flask]) -> FlaskClient:
+    return make_app().test_client()
 
 
 def test_admin_routes(client: FlaskClient, identities: dict[str, list[str]]) -> None:
