@@ -96,8 +96,8 @@ class Collections:
 
     def key_ok(self, cid: str, key: str) -> bool:
         """True when ``key`` is collection ``cid``'s own API key (False for unknown or bad ids)."""
-        if not COLLECTION_ID.fullmatch(cid) or len(key) > MAX_KEY_LENGTH:
-            return False
+        if not COLLECTION_ID.fullmatch(cid) or not MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH or not _KEY_CHARS.fullmatch(key):
+            return False  # no key of that shape is ever set: skip the store and its slow hash
         return self.galleries.key_ok(cid, key)
 
     def forget(self, cid: str) -> None:
