@@ -369,3 +369,42 @@ def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     with pytest.raises(GalleryOpenError, match="schema version 99, written by a newer Fewface"):
         Gallery(path, "dlib-resnet-v1", DIM)
     assert path.read_bytes() == before
+
+
+# -- SQLite -> PostgreSQL ----------------------------------------------------------------------
+def test_migrate_store_copies_every_collection_losslessly(tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m service migrate-store --to URL``: the same collections, ids, names and
+    embedding bytes, and identical identify answers in every collection; a second copy into
+    the now filled database is refused and changes nothing."""
+    from service.store.copy import migrate_store_main
+
+    data_dir = tmp_path / "data"
+    source = Galleries(Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", DIM, pipeline="template"))
+    source.default.add_faces("ann", "Ann Ünë", [face(1), face(2), face(3)])
+    source.default.add_faces("bob", "Bob", [face(4)])
+    source.default.delete_face("ann", 2)  # a gap in the ids
+    source.create("team", api_key="team-key").add_faces("ann", "Ann of team", [face(5), face(6)])
+    source.create("empty")
+    probes = list(range(1, 8))
+    before = {c.id: (answers(source.get(c.id), probes), source.get(c.id).export_snapshot()) for c in source.list()}
+    source.close()
+
+    monkeypatch.setenv("FEWFACE_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("FEWFACE_DATABASE_URL", raising=False)
+    assert migrate_store_main(["--to", pg_url]) == 0
+    copied = Galleries(Gallery(pg_url, "dlib-resnet-v1", DIM, pipeline="template"))
+    assert [c.id for c in copied.list()] == ["default", "empty", "team"]
+    for cid, (hits, (people, faces)) in before.items():
+        g = copied.get(cid)
+        assert answers(g, probes) == hits, cid
+        got_people, got_faces = g.export_snapshot()
+        assert got_people == people
+        assert [(f.id, f.person_id, f.embedding.tobytes(), f.image_sha256, f.box, f.detection_prob, f.created_at) for f in got_faces] == [
+            (f.id, f.person_id, f.embedding.tobytes(), f.image_sha256, f.box, f.detection_prob, f.created_at) for f in faces
+        ]
+    assert copied.key_ok("team", "team-key") and not copied.key_ok("team", "other")
+    _, records, _ = copied.default.add_faces("cy", "Cy", [face(9)])
+    assert records[0].id > 6  # new ids continue above the copied ones
+    copied.close()
+    assert migrate_store_main(["--to", pg_url]) == 1  # not empty any more
+    assert migrate_store_main(["--to", "sqlite:///x"]) == 2
