@@ -95,6 +95,11 @@ def test_admin_routes(client: FlaskClient, identities: dict[str, list[str]]) -> 
     assert set(listed) == {"default", "team-a_1"}
     assert (listed["team-a_1"]["people"], listed["team-a_1"]["faces"]) == (1, 1)
     assert (listed["default"]["people"], listed["default"]["faces"]) == (0, 0)
+    r = client.get("/v1/collections/team-a_1/calibration")  # per collection: one person with one example is not enough
+    assert r.status_code == 422 and r.json["code"] == "not_enough_examples"
+    faces = identities["person00"]
+    r = client.post("/v1/collections/team-a_1/verify", data={"image_a": upload(photo(faces[1])), "image_b": upload(photo(faces[2]))})
+    assert r.status_code == 200 and r.json["same_person"] is True
     one = client.get("/v1/collections/team-a_1").json["collection"]
     assert (one["people"], one["faces"], one["protected"]) == (1, 1, False)
     r = client.delete("/v1/collections/team-a_1")
@@ -330,3 +335,18 @@ def test_key_of_default_and_key_rotation(make_app: Callable[..., Flask], identit
     assert client.get("/v1/people", headers={"X-API-Key": KEY_B}).status_code == 401
     r = client.patch("/v1/collections/nope", json={"api_key": KEY_A}, headers=service)
     assert r.status_code == 404 and r.json["code"] == "collection_not_found"
+
+
+def test_a_collection_of_another_model_answers_model_mismatch(make_app: Callable[..., Flask], identities: dict[str, list[str]]) -> None:
+    first = make_app()
+    client = first.test_client()
+    create(client, "old")
+    teach(client, "/v1/collections/old", "p", identities["person11"][0])
+    with first.extensions["fewface_galleries"].store.write() as tx:  # as if a service with another pipeline had made it
+        tx.execute("UPDATE collections SET pipeline = ? WHERE id = ?", ("box+noflip", "old"))
+    client = make_app().test_client()  # a service started over the same store
+    for method, path in (("GET", "/v1/collections/old/people"), ("POST", "/v1/collections/old/identify"), ("GET", "/v1/collections/old")):
+        r = client.open(path, method=method, data={"file": upload(photo(identities["person11"][1]))} if method == "POST" else None)
+        assert r.status_code == 409 and r.json["code"] == "model_mismatch", (path, r.json)
+    assert client.get("/v1/people").status_code == 200  # the others are served as before
+    assert {c["id"] for c in client.get("/v1/collections").json["collections"]} == {"default", "old"}
