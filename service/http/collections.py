@@ -1,6 +1,7 @@
 """Collections over HTTP: independent galleries in one service (issue 13).
 
-Admin routes: ``GET/POST /v1/collections``, ``GET/DELETE /v1/collections/<cid>``.
+Admin routes: ``GET/POST /v1/collections``, ``GET/PATCH/DELETE /v1/collections/<cid>`` (PATCH sets
+or removes the collection's own API key; which credentials open what: service/http/auth.py).
 
 Every per-gallery route is also served under ``/v1/collections/<cid>``, by the same view
 function: the native ones (``/v1/people/...`` -> ``/v1/collections/<cid>/people/...``, identify,
