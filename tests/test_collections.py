@@ -5,10 +5,13 @@ Every test runs on both stores: embedded SQLite and a real PostgreSQL (tests/pgf
 
 from __future__ import annotations
 
+import base64
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -350,3 +353,61 @@ def test_a_collection_of_another_model_answers_model_mismatch(make_app: Callable
         assert r.status_code == 409 and r.json["code"] == "model_mismatch", (path, r.json)
     assert client.get("/v1/people").status_code == 200  # the others are served as before
     assert {c["id"] for c in client.get("/v1/collections").json["collections"]} == {"default", "old"}
+
+
+def _faceprint(vector: np.ndarray) -> str:
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+
+
+def test_concurrent_writes_to_collections_with_the_same_ids_stay_apart(make_app: Callable[..., Flask]) -> None:
+    """Teaches (Facebox faceprints: no image work) into three collections at once, with the same
+    person ids, while another collection is created and deleted over and over: each collection
+    ends with exactly the faces sent to it, and its index agrees with its store."""
+    app = make_app()
+    create(app.test_client(), "a")
+    create(app.test_client(), "b")
+    rng = np.random.default_rng(13)
+    per_collection = 24
+    sent = {}
+    for base in ("/v1/collections/a", "/v1/collections/b", ""):
+        vectors = rng.standard_normal((per_collection, 128)).astype(np.float32)
+        sent[base] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    errors: list[str] = []
+
+    def teach_all(base: str) -> None:
+        client = app.test_client()
+        for i, vector in enumerate(sent[base]):
+            r = client.post(f"{base}/facebox/teach", data={"faceprint": _faceprint(vector), "id": f"p{i % 4}", "name": f"P{i % 4}"})
+            if r.status_code != 200:
+                errors.append(f"{base}: {r.status_code} {r.json}")
+
+    def churn() -> None:
+        client = app.test_client()
+        for _ in range(6):
+            for r in (client.post("/v1/collections", json={"id": "churn"}), client.delete("/v1/collections/churn")):
+                if r.status_code not in (200, 201):
+                    errors.append(f"churn: {r.status_code} {r.json}")
+
+    threads = [threading.Thread(target=teach_all, args=(base,)) for base in sent] + [threading.Thread(target=churn)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and not any(t.is_alive() for t in threads), errors[:5]
+    client = app.test_client()
+    galleries = app.extensions["fewface_galleries"]
+    stored = {}
+    for base, cid in (("/v1/collections/a", "a"), ("/v1/collections/b", "b"), ("/v1", "default")):
+        doc = state(client, base)
+        assert sorted((p["id"], p["name"]) for p in doc["people"]) == [(f"p{i}", f"P{i}") for i in range(4)]
+        stored[base] = np.stack([np.frombuffer(base64.b64decode(f["embedding"]), dtype="<f4") for f in doc["faces"]])
+        assert len(stored[base]) == per_collection
+        gallery = galleries.get(cid)
+        assert gallery.index_ids() == gallery.database_ids() == {f["id"] for f in doc["faces"]}
+    for base, vectors in sent.items():
+        mine = stored[base or "/v1"]
+        assert np.all((vectors @ mine.T).max(axis=1) > 0.9999), base  # every face sent here is here...
+        for other, theirs in stored.items():
+            if other != (base or "/v1"):
+                assert np.all((vectors @ theirs.T).max(axis=1) < 0.9), (base, other)  # ...and nowhere else
+    assert {c["id"] for c in client.get("/v1/collections").json["collections"]} == {"default", "a", "b"}
