@@ -75,7 +75,7 @@ class Target:
     def client(self) -> Client:
         if self._client is None:
             if self.data_dir is not None:
-                self._client = Client.in_process(self._local_app(), collection=self.collection, timeout=self.timeout)
+                self._client = Client.in_process(self._local_app(), api_key=self.api_key, collection=self.collection, timeout=self.timeout)
             else:
                 self._client = Client(self.url, api_key=self.api_key, collection=self.collection, timeout=self.timeout)
         return self._client
