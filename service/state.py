@@ -38,6 +38,7 @@ from flask import Blueprint, Request, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from service.errors import ApiError
+from service.http.collections import current_recognizer
 from service.http.inputs import choice_param, clean_facebox_id, clean_name, parse_request
 from service.store.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES, Gallery, StoredFace, pipeline_settings
 
@@ -470,7 +471,7 @@ def state_response(gallery: Gallery, compress: bool) -> Response:
 
 
 def _gallery() -> Gallery:
-    return current_app.extensions["fewface"].gallery
+    return current_recognizer().gallery  # the request's collection's (service/http/collections.py)
 
 
 @bp.get("/v1/state")
@@ -486,5 +487,5 @@ def upload_state() -> ResponseReturnValue:
         params.update(request.form.items())
     mode = choice_param(params, "mode", ["replace", "merge"], "replace")
     data = read_upload(request)
-    max_bytes = current_app.extensions["fewface"].settings.max_upload_bytes
+    max_bytes = current_recognizer().settings.max_upload_bytes
     return jsonify({"ok": True, **import_state(_gallery(), data, mode=mode, max_bytes=max_bytes)})

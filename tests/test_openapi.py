@@ -13,6 +13,8 @@ METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 def served(app: Flask) -> set[tuple[str, str]]:
     out = set()
     for rule in app.url_map.iter_rules():
+        if "facebox" in rule.endpoint.split(".")[:-1]:  # Facebox routes (also a collection's) are described in README
+            continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         out.update((path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"})
     return out

@@ -141,9 +141,10 @@ def test_pyproject_agrees_with_requirements() -> None:
     for line in project["dependencies"]:  # the client's and the command's: ranges the pins satisfy
         req = Requirement(line)
         assert pins[req.name.lower()] in req.specifier, (line, pins[req.name.lower()])
-    server = {
-        Requirement(x).name.lower().replace("_", "-"): str(Requirement(x).specifier) for x in project["optional-dependencies"]["server"]
-    }
+    server = {}
+    for line in project["optional-dependencies"]["server"]:
+        req = Requirement(line)
+        server[req.name.lower().replace("_", "-") + (f"[{','.join(sorted(req.extras))}]" if req.extras else "")] = str(req.specifier)
     assert {k: v.removeprefix("==") for k, v in server.items()} == {k: v for k, v in pins.items() if k not in ("requests", "click", "rich")}
     assert "facenet-pytorch" not in server and "facenet-pytorch" in requirements("requirements-nodeps.txt")  # --no-deps, documented
 

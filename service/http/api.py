@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from models.quality import FaceQuality
 from models.types import LANDMARK_NAMES, DetectedFace
 from service.errors import ApiError
+from service.http.collections import current_recognizer
 from service.http.inputs import (
     RequestInput,
     choice_param,
@@ -27,7 +28,8 @@ bp = Blueprint("api", __name__)
 
 
 def recognizer() -> Recognizer:
-    return current_app.extensions["fewface"]
+    """The request's collection's Recognizer (``default`` unless the URL names one)."""
+    return current_recognizer()
 
 
 def decode(data: bytes) -> DecodedImage:

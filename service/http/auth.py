@@ -1,7 +1,13 @@
 """Optional authentication: an API key (``X-API-Key`` or ``Authorization: Bearer``) and/or HTTP
 basic auth (``FEWFACE_BASIC_AUTH``). When either is configured, every request needs one valid
 credential except the exempt endpoints: liveness, readiness and the console's static shell
-(its HTML/JS/CSS hold no data; every API call it makes needs credentials)."""
+(its HTML/JS/CSS hold no data; every API call it makes needs credentials).
+
+Collection keys (service/http/collections.py): a collection created with an ``api_key`` is also
+opened by that key, sent the same way, on its own routes only (``/v1/collections/<cid>/...`` and
+reading ``GET /v1/collections/<cid>``; for ``default``, today's gallery and Facebox routes). The
+service's credentials open everything; the collection admin routes (list, create, delete), docs
+and every other collection need them."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import hmac
 import ipaddress
 import logging
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, request
 
 from service.config import Settings
 from service.http.errors import error_response
@@ -42,6 +48,15 @@ class Authenticator:
     @property
     def enabled(self) -> bool:
         return bool(self._api_key or self._basic)
+
+    @staticmethod
+    def presented_key(req: Request) -> str | None:
+        """The API key a request sends (``X-API-Key``, else a Bearer token), if any."""
+        key = req.headers.get("X-API-Key")
+        if key:
+            return key
+        scheme, _, value = req.headers.get("Authorization", "").partition(" ")
+        return (value.strip() or None) if scheme.lower() == "bearer" else None
 
     def authorized(self, req: Request) -> bool:
         if not self.enabled:
@@ -88,6 +103,17 @@ def exposure_warning(settings: Settings) -> str | None:
     )
 
 
+def _collection_key_opens(req: Request) -> bool:
+    """True when the request sends the API key of the one collection it acts on."""
+    from service.http.collections import collections, request_collection
+
+    cid = request_collection()
+    key = Authenticator.presented_key(req)
+    if cid is None or key is None or current_app.extensions.get("fewface_collections") is None:
+        return False
+    return collections().key_ok(cid, key)
+
+
 def register_auth(app: Flask, settings: Settings) -> None:
     auth = Authenticator.from_settings(settings)
     app.extensions["fewface_auth"] = auth
@@ -100,6 +126,8 @@ def register_auth(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _require_credentials() -> Response | None:
         if request.endpoint in EXEMPT_ENDPOINTS or auth.authorized(request):
+            return None
+        if _collection_key_opens(request):
             return None
         log.info("unauthorized %s %s from %s", request.method, request.path, request.remote_addr)
         response, status = error_response(401, "unauthorized", "missing or wrong credentials: send X-API-Key, a Bearer token or basic auth")

@@ -8,11 +8,12 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from service.calibration_report import DEFAULT_TARGETS, NotEnoughExamplesError, build_report, plot_report
 from service.errors import ApiError
+from service.http.collections import current_recognizer
 from service.http.inputs import float_param, int_param
 from service.recognizer import Recognizer
 from service.store.gallery import Gallery
@@ -23,7 +24,7 @@ MAX_TARGETS = 10
 
 
 def _recognizer() -> Recognizer:
-    return current_app.extensions["fewface"]
+    return current_recognizer()  # the request's collection's (service/http/collections.py)
 
 
 def current_threshold() -> float:

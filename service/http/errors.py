@@ -9,15 +9,30 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from service.errors import ApiError
-from service.store.gallery import StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
+from service.store.base import (
+    COLLECTION_ID,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    CollectionProtectedError,
+    InvalidCollectionIdError,
+)
+from service.store.gallery import DatabaseUnavailableError, StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 # Domain errors of the store -> (status, code, Retry-After seconds or None). One table.
 DOMAIN_ERRORS: dict[type[StorageError], tuple[int, str, int | None]] = {
+    DatabaseUnavailableError: (503, "database_unavailable", 5),  # PostgreSQL cannot be reached (before its parent below)
     StoreBusyError: (503, "database_busy", 1),
     StorageFullError: (507, "storage_full", None),
     StoreUnavailableError: (503, "storage_unavailable", 5),
+}
+# Collection errors of the registry (service/store/registry.py, base.py) -> (status, code, message for the id).
+COLLECTION_ERRORS: dict[type[Exception], tuple[int, str, str]] = {
+    InvalidCollectionIdError: (400, "invalid_collection_id", "{!r} is not a collection id: 1 to 64 of a-z, 0-9, _ and -, first a-z or 0-9"),
+    CollectionNotFoundError: (404, "collection_not_found", "no collection {!r}"),
+    CollectionExistsError: (409, "collection_exists", "a collection {!r} exists already"),
+    CollectionProtectedError: (409, "collection_protected", "the collection {!r} cannot be deleted"),
 }
 INTERNAL_ERROR_MARK = "answered 500 internal_error"  # every 500 is logged with this (tests count them)
 
@@ -84,6 +99,14 @@ def register_error_handlers(app: Flask) -> None:
         if retry_after is not None:
             response.headers["Retry-After"] = str(retry_after)
         return response, status
+
+    def _collection_error(exc: Exception) -> tuple[Response, int]:
+        status, code, message = next(v for t, v in COLLECTION_ERRORS.items() if isinstance(exc, t))
+        text = str(exc.args[0]) if exc.args else ""
+        return error_response(status, code, message.format(text) if COLLECTION_ID.fullmatch(text) else text[:200] or message.format("?"))
+
+    for error_type in COLLECTION_ERRORS:
+        app.register_error_handler(error_type, _collection_error)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

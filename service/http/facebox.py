@@ -55,8 +55,11 @@ def _register_converter(state: Any) -> None:  # runs before this blueprint's rul
     state.app.url_map.converters["facebox_id"] = FaceboxIdConverter
 
 
+_COLLECTION_FACEBOX = re.compile(r"/v1/collections/[^/]+/(?:info|facebox/.*)")  # a collection's Facebox base (service/http/collections.py)
+
+
 def _is_facebox_path(path: str) -> bool:
-    return path == "/info" or path.startswith("/facebox/")
+    return path == "/info" or path.startswith("/facebox/") or _COLLECTION_FACEBOX.fullmatch(path) is not None
 
 
 @bp.after_app_request

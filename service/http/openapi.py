@@ -3,6 +3,7 @@ it against the app's routes)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -153,6 +154,19 @@ _SCHEMAS: dict[str, Any] = {
             },
         ]
     },
+    "Collection": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "model": {"type": "string"},
+            "pipeline": {"type": "string"},
+            "people": {"type": "integer"},
+            "faces": {"type": "integer"},
+            "api_key": {"type": "boolean", "description": "whether the collection has its own API key"},
+            "created_at": {"type": "number"},
+            "protected": {"type": "boolean", "description": "true for 'default', which cannot be deleted"},
+        },
+    },
     "StateFile": {
         "type": "object",
         "description": "Portable gallery state (format fewface-state, version 1); see README 'State export and import'.",
@@ -167,6 +181,94 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+_COLLECTION_ID = {
+    "name": "collection",
+    "in": "path",
+    "required": True,
+    "description": "collection id",
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+}
+_API_KEY = {
+    "type": "string",
+    "minLength": 16,
+    "maxLength": 256,
+    "description": "a key that opens this collection only (printable ASCII, no spaces; needs FEWFACE_API_KEY or FEWFACE_BASIC_AUTH)",
+}
+_COLLECTION_NOT_GALLERY = ("/healthz", "/readyz", "/v1/info", "/openapi.json")  # service routes, not one gallery's
+
+
+def _collection_paths(native: dict[str, Any]) -> dict[str, Any]:
+    """The collection admin routes, and a twin under /v1/collections/{collection} of every
+    per-gallery route (the same handler on that collection's gallery; service/http/collections.py)."""
+    ok = {"ok": {"type": "boolean"}}
+    one = _json({"type": "object", "properties": {**ok, "collection": _ref("Collection")}})
+    out: dict[str, Any] = {
+        "/v1/collections": {
+            "get": {
+                "summary": "List the collections with their people and face counts and model (service credentials only)",
+                "responses": {"200": _json({"type": "object", "properties": {**ok, "collections": _array("Collection")}})},
+            },
+            "post": {
+                "summary": "Create an empty collection, optionally with its own API key (service credentials only)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["id"],
+                                "properties": {
+                                    "id": _COLLECTION_ID["schema"],
+                                    "api_key": _API_KEY,
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"201": {**one, "description": "created"}, **_errors(400, 409)},
+            },
+        },
+        "/v1/collections/{collection}": {
+            "parameters": [_COLLECTION_ID],
+            "get": {
+                "summary": "One collection: counts, model, default threshold and match rule (its own key opens it too)",
+                "responses": {"200": one, **_errors(400, 404, 409)},
+            },
+            "patch": {
+                "summary": "Set, replace or (null) remove the collection's own API key ('default' too; service credentials only)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["api_key"],
+                                "properties": {"api_key": {**_API_KEY, "type": ["string", "null"]}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": one, **_errors(400, 404)},
+            },
+            "delete": {
+                "summary": "Delete a collection with all its people (not 'default': 409 collection_protected; service credentials only)",
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 404, 409)},
+            },
+        },
+    }
+    for route, item in native.items():
+        if route in _COLLECTION_NOT_GALLERY or not route.startswith("/v1/"):
+            continue
+        twin = copy.deepcopy(item)
+        twin["parameters"] = [_COLLECTION_ID, *twin.get("parameters", [])]
+        for method, operation in twin.items():
+            if method != "parameters":
+                operation["summary"] = f"{operation['summary']} (in one collection)"
+                operation["responses"].update(_errors(400, 404, 409))
+        out["/v1/collections/{collection}" + route[len("/v1") :]] = twin
+    return out
 
 
 def spec(version: str) -> dict[str, Any]:
@@ -318,6 +420,7 @@ def spec(version: str) -> dict[str, Any]:
         },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
     }
+    paths.update(_collection_paths(paths))
     # The store can fail under any route that reads it (503 database_busy / storage_unavailable)
     # and any write can find the disk full (507 storage_full).
     for route, item in paths.items():
@@ -331,7 +434,8 @@ def spec(version: str) -> dict[str, Any]:
         "info": {
             "title": "Fewface native API",
             "version": version,
-            "description": "Few-shot face recognition. Facebox-compatible routes (/facebox/..., /info) are described in README.",
+            "description": "Few-shot face recognition. Facebox-compatible routes (/facebox/..., /info; also under "
+            "/v1/collections/{collection}/) are described in README.",
         },
         "servers": [{"url": "/"}],
         "security": [{}, {"apiKey": []}, {"bearer": []}, {"basic": []}],
