@@ -265,6 +265,10 @@ class CollectionProtectedError(FewfaceError):
     code_name = "collection_protected"
 
 
+class InvalidApiKeyError(FewfaceError):
+    code_name = "invalid_api_key"
+
+
 def _subclasses(cls: type[FewfaceError]) -> list[type[FewfaceError]]:
     out = []
     for sub in cls.__subclasses__():
@@ -559,8 +563,9 @@ class Client:
         return self._json("GET", "/readyz")
 
     def info(self) -> dict[str, Any]:
-        """``GET /v1/info``: version, model, pipeline, device, match rule, counts."""
-        return self._json("GET", self._scoped("/v1/info"))
+        """``GET /v1/info``: version, model, pipeline, device, match rule, counts (of ``default``;
+        ``get_collection`` tells a collection's)."""
+        return self._json("GET", "/v1/info")
 
     def openapi(self) -> dict[str, Any]:
         """``GET /openapi.json``."""
@@ -657,8 +662,18 @@ class Client:
 
     # -- collections (issue 13) ----------------------------------------------------------
     def list_collections(self) -> dict[str, Any]:
-        """``GET /v1/collections``."""
+        """``GET /v1/collections``: every collection with its counts (``default`` first)."""
         return self._json("GET", "/v1/collections")
+
+    def get_collection(self, collection: str | None = None) -> dict[str, Any]:
+        """``GET /v1/collections/<cid>`` (default: this client's collection, else ``default``):
+        counts, model, threshold and match rule."""
+        return self._json("GET", f"/v1/collections/{_seg(collection or self.collection or 'default')}")
+
+    def set_collection_key(self, collection: str, api_key: str | None) -> dict[str, Any]:
+        """``PATCH /v1/collections/<cid>``: a new key of the collection's own (the old one stops
+        working), or None to remove it."""
+        return self._json("PATCH", f"/v1/collections/{_seg(collection)}", json={"api_key": api_key})
 
     def create_collection(self, collection: str, *, api_key: str | None = None) -> dict[str, Any]:
         """``POST /v1/collections``: a new, empty collection (optionally with its own API key)."""

@@ -244,6 +244,8 @@ def test_unknown_codes_get_the_base_class_and_every_documented_code_has_one() ->
 
     server_codes = set(HTTP_CODES.values()) | {code for _, code, _ in DOMAIN_ERRORS.values()}
     assert server_codes <= set(fc.ERRORS), server_codes - set(fc.ERRORS)
+    raised = {m for f in (ROOT / "service").rglob("*.py") for m in re.findall(r'\(\s*\d{3},\s*"([a-z_]+)"', f.read_text())}
+    assert len(raised) > 25 and raised <= set(fc.ERRORS), raised - set(fc.ERRORS)  # every literal code the service raises
     assert len({c.__name__ for c in fc.ERRORS.values()}) == len(fc.ERRORS)  # one class per code
 
 
@@ -289,21 +291,47 @@ def test_timeouts_and_unreachable_service_raise_transport_error(photos_site: Loo
         Client(f"http://127.0.0.1:{free_port()}", timeout=5).healthz()
 
 
-def test_collection_scoped_paths(fewface: Client) -> None:
+def test_collections(fewface: Client, server: ServerProcess) -> None:
+    """Collection admin routes, and every per-gallery method on a collection (/v1/collections/<cid>/...)."""
+    team_key = "team-a-key-0123456789"
     scoped = fewface.with_collection("team-a")
-    assert scoped._scoped("/v1/people/x/faces") == "/v1/collections/team-a/people/x/faces"
-    assert fewface._scoped("/v1/identify") == "/v1/identify" and fewface.collection is None
-    if "/v1/collections" not in fewface.openapi()["paths"]:  # a service without collections: the scoped routes do not exist
-        with pytest.raises(fc.NotFoundError):
-            scoped.info()
-        return
-    fewface.create_collection("team-a")
-    try:
-        assert "team-a" in json.dumps(fewface.list_collections())
-        scoped.teach("ada", FACES / "img45.jpg")
-        assert scoped.get_person("ada")["person"]["face_count"] == 1
-        assert sha(photo("img45.jpg")) not in {f["image_sha256"] for f in fewface.get_person("ada")["faces"]}  # not in default
-    finally:
-        fewface.delete_collection("team-a")
+    assert scoped._scoped("/v1/people/x/faces") == "/v1/collections/team-a/people/x/faces" and fewface.collection is None
     with pytest.raises(fc.CollectionNotFoundError):
-        scoped.info()
+        scoped.list_people()
+    made = fewface.create_collection("team-a", api_key=team_key)["collection"]
+    assert made["id"] == "team-a" and made["api_key"] is True and made["people"] == 0
+    with pytest.raises(fc.CollectionExistsError):
+        fewface.create_collection("team-a")
+    with pytest.raises(fc.InvalidCollectionIdError):
+        fewface.create_collection("Team A")
+    with pytest.raises(fc.InvalidApiKeyError):
+        fewface.create_collection("team-b", api_key="short")
+    with pytest.raises(fc.CollectionProtectedError):
+        fewface.delete_collection("default")
+    try:
+        team = Client(server.base, api_key=team_key, collection="team-a")  # the collection's own key opens it only
+        assert team.teach("ada", FACES / "img45.jpg", name="Ada A")["created"] is True  # ada of default is another person
+        assert team.identify(FACES / "img46.jpg")["faces"][0]["match"]["person_id"] == "ada"
+        assert team.verify(FACES / "img45.jpg", FACES / "img46.jpg")["same_person"] is True
+        assert [p["id"] for p in team.list_people()["people"]] == ["ada"]
+        assert team.rename_person("ada", "Ada B")["person"]["name"] == "Ada B"
+        assert team.get_collection()["collection"]["faces"] == 1
+        state = team.export_state()
+        assert gallery_view_of(state) == [("ada", "Ada B", [sha(photo("img45.jpg"))])]
+        assert team.import_state(state, mode="merge")["imported"]["faces"] == 0
+        with pytest.raises(fc.NotEnoughExamplesError):
+            team.calibration()
+        assert sha(photo("img45.jpg")) not in {f["image_sha256"] for f in fewface.get_person("ada")["faces"]}  # default untouched
+        with pytest.raises(fc.UnauthorizedError):
+            team.with_collection(None).list_people()  # not default's key
+        with pytest.raises(fc.UnauthorizedError):
+            team.list_collections()  # nor the admin routes'
+        fewface.set_collection_key("team-a", None)
+        with pytest.raises(fc.UnauthorizedError):
+            team.list_people()  # the key is gone
+        assert {c["id"] for c in fewface.list_collections()["collections"]} >= {"default", "team-a"}
+    finally:
+        done = fewface.delete_collection("team-a")
+    assert done == {"ok": True, "deleted": "team-a", "people_deleted": 1, "faces_deleted": 1}
+    with pytest.raises(fc.CollectionNotFoundError):
+        scoped.identify(FACES / "img46.jpg")
