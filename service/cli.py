@@ -252,8 +252,8 @@ def teach_folder(
     items = csv_plan(csv_path, folder) if csv_path else folder_plan(folder)  # type: ignore[arg-type]
     if not items:
         raise click.UsageError(f"no photos found in {csv_path or folder}")
+    client = target.client()  # with --data-dir: loads the pipeline first
     started = time.time()
-    client = target.client()
     for item in items:
         try:
             item.sha256 = sha256_file(item.path)
