@@ -215,3 +215,23 @@ def test_serve_runs_the_service(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+def test_collection_option(taught: list[dict[str, Any]], server: ServerProcess, tmp_path: Path) -> None:
+    from service.client import Client
+
+    admin = Client(server.base, api_key=KEY)
+    admin.create_collection("cli-team")
+    try:
+        rows = tmp_path / "rows.csv"
+        rows.write_text("person,path\nkim,img20.jpg\nkim,img21.jpg\n")
+        done = fewface(server, "--collection", "cli-team", "teach-folder", str(FACES), "--csv", str(rows), "--quiet")
+        assert done.exit_code == 0, done.output
+        assert admin.with_collection("cli-team").get_person("kim")["person"]["face_count"] == 2
+        assert "kim" not in {p["id"] for p in admin.iter_people()}  # default untouched
+        found = fewface(server, "--collection", "cli-team", "identify", str(FACES / "img21.jpg"), "--csv", "-")
+        assert found.exit_code == 0 and "kim" in found.stdout
+        missing = fewface(server, "--collection", "nope", "identify", str(FACES / "img21.jpg"))
+        assert missing.exit_code == 1 and "collection_not_found" in missing.stdout  # the row says why
+    finally:
+        admin.delete_collection("cli-team")
