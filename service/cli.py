@@ -413,6 +413,10 @@ def identify(
     with progress_bar(quiet or len(files) < 2) as progress:
         parallel(files, work, workers, progress, "identifying")
     rows = [r for f in files for r in identify_rows(f, *results[f])]
+    for f in files:
+        if results[f][1] is not None:
+            e = results[f][1]
+            err().print(f"{f}: {e.status or ''} {e.code}: {e.message}", highlight=False, markup=False)
     if json_out:
         doc = [
             {

@@ -232,6 +232,6 @@ def test_collection_option(taught: list[dict[str, Any]], server: ServerProcess, 
         found = fewface(server, "--collection", "cli-team", "identify", str(FACES / "img21.jpg"), "--csv", "-")
         assert found.exit_code == 0 and "kim" in found.stdout
         missing = fewface(server, "--collection", "nope", "identify", str(FACES / "img21.jpg"))
-        assert missing.exit_code == 1 and "collection_not_found" in missing.stdout  # the row says why
+        assert missing.exit_code == 1 and "404 collection_not_found: no collection 'nope'" in missing.stderr  # it says why
     finally:
         admin.delete_collection("cli-team")
