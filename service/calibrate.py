@@ -77,9 +77,17 @@ def read_gallery(data_dir: Path) -> tuple[str, str, dict[str, np.ndarray], int]:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         model_id, dim = meta.get("model_id", ""), int(meta.get("dim", 0))
         pipeline = meta.get("pipeline") or LEGACY_PIPELINES.get(model_id, LEGACY_PIPELINE)
-        people = int(db.execute("SELECT COUNT(*) FROM people").fetchone()[0])
+        where, args = "", ()
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'collections'").fetchone():
+            # schema v2+: each collection records its model and pipeline; the report is over `default`
+            model_id, dim, recorded = db.execute("SELECT model_id, dim, pipeline FROM collections WHERE id = 'default'").fetchone()
+            dim, pipeline = int(dim), recorded or LEGACY_PIPELINES.get(model_id, LEGACY_PIPELINE)
+            where, args = " AND collection = ?", ("default",)
+        people = int(db.execute("SELECT COUNT(*) FROM people" + where.replace(" AND", " WHERE"), args).fetchone()[0])
         grouped: dict[str, list[np.ndarray]] = defaultdict(list)
-        for person_id, blob in db.execute("SELECT person_id, embedding FROM faces WHERE model_id = ? ORDER BY id", (model_id,)):
+        for person_id, blob in db.execute(
+            f"SELECT person_id, embedding FROM faces WHERE model_id = ?{where} ORDER BY id", (model_id, *args)
+        ):
             vector = np.frombuffer(blob, dtype=np.float32)
             if len(vector) == dim:
                 grouped[person_id].append(vector)
