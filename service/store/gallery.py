@@ -37,7 +37,7 @@ from service.store.datalock import DataDirLock
 log = logging.getLogger(__name__)
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a statement waits for SQLite's lock before StoreBusyError
-TABLES = frozenset({"meta", "people", "faces"})  # every table SCHEMA creates: a file with others is not ours
+TABLES = frozenset({"meta", "people", "faces", "thumbnails"})  # every table SCHEMA creates: a file with others is not ours
 
 SCHEMA_VERSION = 1
 
@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS faces (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
+CREATE TABLE IF NOT EXISTS thumbnails (
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    jpeg BLOB NOT NULL
+);
 """
 
 
@@ -106,6 +110,7 @@ class NewFace:
     image_sha256: str
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original image pixels
     detection_prob: float
+    thumbnail: bytes | None = None  # small JPEG of the face (service/thumbnails.py), stored beside the example
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ class StoredFace:
     box: tuple[float, float, float, float]
     detection_prob: float
     created_at: float
+    thumbnail: bytes | None = None  # small JPEG of the face, when stored
 
 
 def _open_failure(path: Path, exc: sqlite3.Error) -> str:
@@ -407,6 +413,7 @@ class Gallery:
                         face_ids.append(existing)
                         continue
                     face_ids.append(self._insert_face(db, None, person_id, vec, face.image_sha256, face.box, face.detection_prob, now))
+                    self._insert_thumbnail(db, face_ids[-1], face.thumbnail)
                     new_ids.append((face_ids[-1], vec))
                 person = self._person(db, person_id)
                 records = [self._face(db, face_id) for face_id in face_ids]
@@ -474,6 +481,35 @@ class Gallery:
             (face_id, person_id, self.model_id, vector.tobytes(), image_sha256, json.dumps(list(box)), detection_prob, created_at),
         )
         return int(cur.lastrowid)
+
+    @staticmethod
+    def _insert_thumbnail(db: sqlite3.Connection, face_id: int, jpeg: bytes | None) -> None:
+        if jpeg is not None:
+            db.execute("INSERT OR REPLACE INTO thumbnails (face_id, jpeg) VALUES (?, ?)", (face_id, jpeg))
+
+    @_storage_errors
+    def thumbnail(self, person_id: str, face_id: int) -> bytes | None:
+        """The JPEG stored with a face example (None: the example has none); PersonNotFoundError,
+        FaceNotFoundError when the person or their example does not exist."""
+        with self._lock:
+            self._person(self._db, person_id)
+            row = (
+                self._db.execute(
+                    "SELECT t.jpeg, f.id FROM faces f LEFT JOIN thumbnails t ON t.face_id = f.id WHERE f.id = ? AND f.person_id = ?",
+                    (face_id, person_id),
+                ).fetchone()
+                if face_id < 2**63
+                else None
+            )
+        if row is None:
+            raise FaceNotFoundError(face_id)
+        return bytes(row[0]) if row[0] is not None else None
+
+    @_storage_errors
+    def thumbnails(self) -> dict[int, bytes]:
+        """Face id -> JPEG for every stored thumbnail (state export)."""
+        with self._lock:
+            return {int(r[0]): bytes(r[1]) for r in self._db.execute("SELECT face_id, jpeg FROM thumbnails")}
 
     def _forget(self, face_ids: list[int]) -> None:
         self._index.remove(face_ids)
@@ -559,7 +595,10 @@ class Gallery:
                     if not replace and self._existing_face(db, face.person_id, face.image_sha256) is not None:
                         continue
                     face_id = face.id if replace else None
-                    self._insert_face(db, face_id, face.person_id, vec, face.image_sha256, face.box, face.detection_prob, face.created_at)
+                    new_id = self._insert_face(
+                        db, face_id, face.person_id, vec, face.image_sha256, face.box, face.detection_prob, face.created_at
+                    )
+                    self._insert_thumbnail(db, new_id, face.thumbnail)
                     written += 1
             self._rebuild()
         return len(people), written
