@@ -6,8 +6,8 @@ probability, the quality figures (the teach gate applies as for photos), the ima
 example per image per person, as for photos) and, when thumbnails are on, a small JPEG of the face
 (service/thumbnails.py). Tokens live in a bounded in-memory table: at most ``max_size`` (the
 oldest go first) for ``ttl`` seconds; nothing is written to disk and a restart forgets them all.
-An expired token is remembered (without its face) for as long again, so a client can tell
-"expired" (410) from "never issued / forgotten" (404).
+An expired token is remembered (the token alone, without its face; at most TOMBSTONES x
+``max_size`` of them) so a client can tell "expired" (410) from "never issued / forgotten" (404).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 
 from models.quality import FaceQuality
 from models.types import DetectedFace
+
+TOMBSTONES = 4  # expired tokens remembered, per token the table holds
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class FaceTokens:
         self._clock = clock
         self._lock = threading.Lock()
         self._live: OrderedDict[str, tuple[float, FaceCapture]] = OrderedDict()  # oldest first; all share one ttl
-        self._expired: OrderedDict[str, float] = OrderedDict()  # token -> when it expired (tombstones, bounded too)
+        self._expired: OrderedDict[str, float] = OrderedDict()  # token -> when it expired (tombstones, oldest first)
 
     @property
     def enabled(self) -> bool:
@@ -93,16 +95,13 @@ class FaceTokens:
             return len(self._live)
 
     def _purge(self, now: float) -> None:
-        """Move expired tokens (the oldest, at the front) to the tombstones; drop tombstones
-        older than one more ttl, and the oldest beyond ``max_size``."""
+        """Move expired tokens (the oldest, at the front) to the tombstones; drop the oldest
+        tombstones beyond TOMBSTONES x ``max_size``."""
         while self._live:
             token, (expires, _) = next(iter(self._live.items()))
             if expires > now:
                 break
             del self._live[token]
             self._expired[token] = expires
-        while self._expired:
-            token, expired_at = next(iter(self._expired.items()))
-            if expired_at + self.ttl > now and len(self._expired) <= self.max_size:
-                break
-            del self._expired[token]
+        while len(self._expired) > TOMBSTONES * self.max_size:
+            self._expired.popitem(last=False)
