@@ -209,3 +209,19 @@ def test_the_token_table_is_bounded_and_expires() -> None:
     with pytest.raises(FaceTokenNotFoundError):
         tokens.get(third)
     assert FaceTokens(ttl=0, max_size=10).issue(capture) is None
+
+
+def test_thumbnails_in_postgresql(make_app: Callable[..., Flask], pg_url: str, tmp_path: Any) -> None:
+    """The same through the PostgreSQL store: stored with the face, deleted with it, exported."""
+    client = make_app(tmp_path / "pg", database_url=pg_url).test_client()
+    face = identify(client, photo("img1.jpg"))["faces"][0]
+    r = client.post("/v1/people/ada/faces", json={"face_token": face["face_token"], "name": "Ada"})
+    assert r.status_code == 201, r.json
+    face_id = r.json["faces"][0]["id"]
+    t = client.get(f"/v1/people/ada/faces/{face_id}/thumbnail")
+    assert t.status_code == 200 and max(jpeg_size(t.data)) <= SIZE
+    doc = json.loads(client.get("/v1/state").data)
+    assert doc["faces"][0]["thumbnail"]
+    assert client.delete(f"/v1/people/ada/faces/{face_id}").status_code == 200
+    assert client.post("/v1/state", json=doc).status_code == 200  # replace: the thumbnail comes back with its face
+    assert client.get(f"/v1/people/ada/faces/{face_id}/thumbnail").data == t.data
