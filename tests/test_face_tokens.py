@@ -225,3 +225,40 @@ def test_thumbnails_in_postgresql(make_app: Callable[..., Flask], pg_url: str, t
     assert client.delete(f"/v1/people/ada/faces/{face_id}").status_code == 200
     assert client.post("/v1/state", json=doc).status_code == 200  # replace: the thumbnail comes back with its face
     assert client.get(f"/v1/people/ada/faces/{face_id}/thumbnail").data == t.data
+
+
+def test_a_gallery_from_before_thumbnails_opens(make_app: Callable[..., Flask], tmp_path: Any) -> None:
+    """A schema v1 SQLite gallery (no thumbnails table) migrates: its faces have none, new ones do."""
+    import sqlite3
+
+    import numpy as np
+
+    from service.store import GALLERY_FILE
+    from service.store.migrations import SQLITE_V1
+
+    data = tmp_path / "old"
+    data.mkdir()
+    db = sqlite3.connect(data / GALLERY_FILE)
+    for statement in SQLITE_V1:
+        db.execute(statement)
+    probe = make_app(tmp_path / "probe")
+    gallery = probe.extensions["fewface"].gallery
+    meta = {"schema_version": "1", "model_id": gallery.model_id, "dim": str(gallery.dim), "pipeline": gallery.pipeline}
+    db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+    db.execute("INSERT INTO people (id, name, created_at) VALUES ('old', 'Old', 1.0)")
+    vector = (np.ones(gallery.dim) / np.sqrt(gallery.dim)).astype(np.float32)
+    db.execute(
+        "INSERT INTO faces (person_id, model_id, embedding, image_sha256, box, detection_prob, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("old", gallery.model_id, vector.tobytes(), "0" * 64, "[1, 2, 30, 40]", 0.99, 1.0),
+    )
+    db.commit()
+    db.close()
+    gallery.close()
+
+    client = make_app(data).test_client()
+    old_face = client.get("/v1/people/old").json["faces"][0]["id"]
+    r = client.get(f"/v1/people/old/faces/{old_face}/thumbnail")
+    assert r.status_code == 404 and r.json["code"] == "thumbnail_not_found"
+    r = client.post("/v1/people/old/faces", data={"file": upload(photo("img1.jpg"))})
+    assert r.status_code == 200 and r.json["person"]["face_count"] == 2
+    assert client.get(f"/v1/people/old/faces/{r.json['faces'][0]['id']}/thumbnail").status_code == 200
