@@ -262,3 +262,15 @@ def test_a_gallery_from_before_thumbnails_opens(make_app: Callable[..., Flask], 
     r = client.post("/v1/people/old/faces", data={"file": upload(photo("img1.jpg"))})
     assert r.status_code == 200 and r.json["person"]["face_count"] == 2
     assert client.get(f"/v1/people/old/faces/{r.json['faces'][0]['id']}/thumbnail").status_code == 200
+
+
+def test_tokens_and_thumbnails_need_the_key(make_app: Callable[..., Flask]) -> None:
+    client = make_app(api_key="secret-key").test_client()
+    key = {"X-API-Key": "secret-key"}
+    r = client.post("/v1/identify", data={"file": upload(photo("img1.jpg"))}, headers=key)
+    token = r.json["faces"][0]["face_token"]
+    assert client.post("/v1/people/ada/faces", json={"face_token": token}).status_code == 401
+    r = client.post("/v1/people/ada/faces", json={"face_token": token}, headers=key)
+    assert r.status_code == 201
+    path = f"/v1/people/ada/faces/{r.json['faces'][0]['id']}/thumbnail"
+    assert client.get(path).status_code == 401 and client.get(path, headers=key).status_code == 200
