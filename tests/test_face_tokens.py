@@ -274,3 +274,31 @@ def test_tokens_and_thumbnails_need_the_key(make_app: Callable[..., Flask]) -> N
     assert r.status_code == 201
     path = f"/v1/people/ada/faces/{r.json['faces'][0]['id']}/thumbnail"
     assert client.get(path).status_code == 401 and client.get(path, headers=key).status_code == 200
+
+
+def test_migrate_store_carries_thumbnails(tmp_path: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m service migrate-store``: thumbnails go to PostgreSQL with their faces (and the
+    copy's digest covers them)."""
+    import numpy as np
+
+    from service.store import GALLERY_FILE
+    from service.store.copy import migrate_store_main
+    from service.store.gallery import Gallery, NewFace
+
+    data_dir = tmp_path / "data"
+    vector = (np.ones(128) / np.sqrt(128)).astype(np.float32)
+    jpeg = b"\xff\xd8\xff" + bytes(range(256))
+    source = Gallery(data_dir / GALLERY_FILE, "dlib-resnet-v1", 128, pipeline="template")
+    _, records, _ = source.add_faces("ann", "Ann", [NewFace(vector, "a" * 64, (1.0, 2.0, 3.0, 4.0), 0.9, jpeg)])
+    source.add_faces("bob", "Bob", [NewFace(vector, "b" * 64, (1.0, 2.0, 3.0, 4.0), 0.9)])
+    source.close()
+    monkeypatch.setenv("FEWFACE_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("FEWFACE_DATABASE_URL", raising=False)
+    assert migrate_store_main(["--to", pg_url]) == 0
+    copied = Gallery(pg_url, "dlib-resnet-v1", 128, pipeline="template")
+    try:
+        assert copied.thumbnail("ann", records[0].id) == jpeg and copied.thumbnails() == {records[0].id: jpeg}
+        copied.delete_person("ann")  # the thumbnail goes with its face
+        assert copied.thumbnails() == {}
+    finally:
+        copied.close()
