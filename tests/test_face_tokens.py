@@ -302,3 +302,16 @@ def test_migrate_store_carries_thumbnails(tmp_path: Any, pg_url: str, monkeypatc
         assert copied.thumbnails() == {}
     finally:
         copied.close()
+
+
+def test_thumbnails_off_drops_those_of_a_start_up_state_file(make_app: Callable[..., Flask], tmp_path: Any) -> None:
+    from service.startup_state import load_startup_state
+
+    source = make_app(tmp_path / "a").test_client()
+    assert source.post("/v1/people/ada/faces", data={"file": upload(photo("img1.jpg"))}).status_code == 201
+    state = tmp_path / "state.json"
+    state.write_bytes(source.get("/v1/state").data)
+    assert json.loads(state.read_bytes())["faces"][0]["thumbnail"]
+    gallery = make_app(tmp_path / "b", thumbnails=False).extensions["fewface"].gallery
+    assert load_startup_state(gallery, str(state), max_bytes=10**7, timeout=5, thumbnails=False)
+    assert gallery.counts() == (1, 1) and gallery.thumbnails() == {}
