@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             load_startup_state(
-                app.extensions["fewface"].gallery, settings.state_url, max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout
+                app.extensions["fewface"].gallery,
+                settings.state_url,
+                max_bytes=settings.max_upload_bytes,
+                timeout=settings.url_timeout,
+                thumbnails=settings.thumbnails,
             )
         except StartupStateError as exc:
             log.error("cannot start: state file %s (FEWFACE_STATE_URL / MB_FACEBOX_STATE_URL): %s", shown(settings.state_url), exc)

@@ -131,6 +131,17 @@ class Settings:
     min_detection_prob: float = _setting("FEWFACE_MIN_DETECTION_PROB", 0.9, "Faces the detector is less sure of are ignored.")
     max_faces: int = _setting("FEWFACE_MAX_FACES", 100, "At most this many faces (largest first) are identified per image.")
     max_teach_images: int = _setting("FEWFACE_MAX_TEACH_IMAGES", 10, "Most images one teach request may carry.")
+    face_token_ttl: float = _setting(
+        "FEWFACE_FACE_TOKEN_TTL",
+        900.0,
+        "Seconds an identify answer's `face_token` can be taught from (kept in memory only); 0 = identify issues no tokens.",
+    )
+    face_token_max: int = _setting("FEWFACE_FACE_TOKEN_MAX", 2000, "Most face tokens kept at once (the oldest are forgotten first).")
+    thumbnails: bool = _setting(
+        "FEWFACE_THUMBNAILS",
+        True,
+        "Keep a small JPEG (96 px) of each taught face, served to the console and exported in state files; false = none stored.",
+    )
     max_connections: int = _setting(
         "FEWFACE_MAX_CONNECTIONS", 1000, "Most open client connections; near it the idle and slowest-sending ones are closed to make room."
     )
@@ -262,6 +273,10 @@ class Settings:
             raise ConfigError("FEWFACE_METRICS_PUBLIC=true makes no sense with FEWFACE_METRICS=false (no /metrics route to expose)")
         if not 0 <= self.db_busy_timeout <= 600:
             raise ConfigError("FEWFACE_DB_BUSY_TIMEOUT must be between 0 and 600 seconds")
+        if not 0 <= self.face_token_ttl <= 7 * 24 * 3600:
+            raise ConfigError("FEWFACE_FACE_TOKEN_TTL must be between 0 and 604800 seconds (a week)")
+        if not 0 <= self.face_token_max <= 1_000_000:
+            raise ConfigError("FEWFACE_FACE_TOKEN_MAX must be between 0 and 1000000")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("FEWFACE_DATABASE_URL must be empty (SQLite) or a postgresql:// URL")
 

@@ -19,6 +19,7 @@ from service.imaging import DecodedImage
 from service.matching import MatchRule
 from service.metrics import stage
 from service.store.gallery import FaceRecord, Gallery, Match, NewFace, Person
+from service.thumbnails import face_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,10 @@ class Recognizer:
         if check_quality:
             for analyzed, label in zip(chosen, labels, strict=True):
                 self.check_quality(analyzed, label)
-        new = [NewFace(a.embedding, img.sha256, a.face.box, a.face.prob) for a, img in zip(chosen, images, strict=True)]
+        new = [
+            NewFace(a.embedding, img.sha256, a.face.box, a.face.prob, face_jpeg(img, a.face.box) if self.settings.thumbnails else None)
+            for a, img in zip(chosen, images, strict=True)
+        ]
         person, records, created = self.gallery.add_faces(person_id, name, new)
         return person, records, created, chosen
 

@@ -59,7 +59,7 @@ def read_source(source: str, max_bytes: int, timeout: float) -> bytes:
     return data
 
 
-def load_startup_state(gallery: Gallery, source: str, *, max_bytes: int, timeout: float) -> bool:
+def load_startup_state(gallery: Gallery, source: str, *, max_bytes: int, timeout: float, thumbnails: bool = True) -> bool:
     """Load ``source`` into ``gallery`` when the gallery is empty; True when loaded, False when
     skipped (the gallery already holds people). StartupStateError when the file cannot be read
     or fails a check; the gallery is then unchanged."""
@@ -69,7 +69,7 @@ def load_startup_state(gallery: Gallery, source: str, *, max_bytes: int, timeout
         return False
     data = read_source(source, max_bytes, timeout)
     try:
-        summary = import_state(gallery, data, mode="replace", max_bytes=max_bytes)
+        summary = import_state(gallery, data, mode="replace", max_bytes=max_bytes, thumbnails=thumbnails)
     except ApiError as exc:
         raise StartupStateError(f"{exc.code}: {exc.message}") from None
     log.info("start-up state %s loaded: %d people, %d faces", shown(source), summary["total"]["people"], summary["total"]["faces"])

@@ -11,8 +11,14 @@ Layout (format ``fewface-state``, version 1)::
      "model": {"id": "dlib-resnet-v1", "dim": 128}, "embedding_encoding": "base64-float32-le",
      "people": [{"id": "alice", "name": "Alice", "created_at": 1.7e9}],
      "faces": [{"id": 1, "person_id": "alice", "box": [x1, y1, x2, y2], "detection_prob": 0.99,
-                "image_sha256": "<64 hex>", "created_at": 1.7e9, "embedding": "<base64>"}],
+                "image_sha256": "<64 hex>", "created_at": 1.7e9, "embedding": "<base64>",
+                "thumbnail": "<base64 JPEG>"}],
      "checksum": {"algorithm": "sha256", "value": "<hex>"}}
+
+``thumbnail`` (a small JPEG of the face, service/thumbnails.py) is optional: written only when the
+exporting service keeps thumbnails (FEWFACE_THUMBNAILS) and has one for that face; files without
+it (older exports) import as before, and services that predate it ignore it. An additive member,
+so the format stays version 1.
 
 The checksum is sha256 over ``canonical(document without "checksum")``: UTF-8 JSON, keys sorted,
 separators ``,`` and ``:``, non-ASCII characters kept.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -41,6 +48,7 @@ from service.errors import ApiError
 from service.http.collections import current_recognizer
 from service.http.inputs import choice_param, clean_facebox_id, clean_name, parse_request
 from service.store.gallery import LEGACY_PIPELINE, LEGACY_PIPELINES, Gallery, StoredFace, pipeline_settings
+from service.thumbnails import valid_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +77,10 @@ def checksum(doc: dict[str, Any]) -> str:
     return hashlib.sha256(canonical({k: v for k, v in doc.items() if k != "checksum"})).hexdigest()
 
 
-def build_state(gallery: Gallery, generator: str) -> dict[str, Any]:
+def build_state(gallery: Gallery, generator: str, *, thumbnails: bool = False) -> dict[str, Any]:
+    """The state document; ``thumbnails``: with each face's thumbnail where one is stored."""
     people, faces = gallery.export_snapshot()
+    jpegs = gallery.thumbnails() if thumbnails else {}
     doc: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -88,6 +98,7 @@ def build_state(gallery: Gallery, generator: str) -> dict[str, Any]:
                 "image_sha256": f.image_sha256,
                 "created_at": f.created_at,
                 "embedding": base64.b64encode(np.asarray(f.embedding, dtype="<f4").tobytes()).decode("ascii"),
+                **({"thumbnail": base64.b64encode(jpegs[f.id]).decode("ascii")} if f.id in jpegs else {}),
             }
             for f in faces
         ],
@@ -171,6 +182,7 @@ class _PendingFace:
     created_at: float
     raw_embedding: bytes
     where: str
+    thumbnail: bytes | None = None
 
 
 class _Reader:
@@ -326,6 +338,14 @@ class _Reader:
             raw = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise _invalid(f"{where}.embedding is not valid base64") from None
+        thumbnail = item.get("thumbnail")
+        if thumbnail is not None:
+            try:
+                thumbnail = base64.b64decode(thumbnail, validate=True) if isinstance(thumbnail, str) else b""
+            except (binascii.Error, ValueError):
+                thumbnail = b""
+            if not valid_jpeg(thumbnail):
+                raise _invalid(f"{where}.thumbnail must be a base64 JPEG of at most 64 KiB")
         self.faces.append(
             _PendingFace(
                 id=face_id,
@@ -336,6 +356,7 @@ class _Reader:
                 created_at=_number(item.get("created_at"), f"{where}.created_at", 0),
                 raw_embedding=raw,
                 where=where,
+                thumbnail=thumbnail,
             )
         )
 
@@ -420,13 +441,18 @@ def _faces(pending: list[_PendingFace], person_ids: set[str], dim: int) -> list[
             box=f.box,
             detection_prob=f.detection_prob,
             created_at=f.created_at,
+            thumbnail=f.thumbnail,
         )
         for i, f in enumerate(pending)
     ]
 
 
-def import_state(gallery: Gallery, data: bytes, *, mode: str, max_bytes: int) -> dict[str, Any]:
+def import_state(gallery: Gallery, data: bytes, *, mode: str, max_bytes: int, thumbnails: bool = True) -> dict[str, Any]:
+    """Validate and load a state file; ``thumbnails`` False drops the file's face thumbnails
+    (FEWFACE_THUMBNAILS=false: none stored)."""
     parsed = parse_state(data, gallery, max_bytes)
+    if not thumbnails:
+        parsed = ParsedState(parsed.people, [dataclasses.replace(f, thumbnail=None) for f in parsed.faces])
     people, faces = gallery.import_snapshot(parsed.people, parsed.faces, replace=mode == "replace")
     total_people, total_faces = gallery.counts()
     log.info("state imported (%s): %d people, %d face examples written", mode, people, faces)
@@ -456,7 +482,7 @@ def generator() -> str:
 
 
 def state_response(gallery: Gallery, compress: bool) -> Response:
-    doc = build_state(gallery, generator())
+    doc = build_state(gallery, generator(), thumbnails=current_app.extensions["fewface"].settings.thumbnails)
     text = canonical(doc)  # keys sorted, "checksum" first: import checks it over the raw bytes before parsing
     body = gzip.compress(text, mtime=0) if compress else text
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(doc["exported_at"]))
@@ -487,5 +513,6 @@ def upload_state() -> ResponseReturnValue:
         params.update(request.form.items())
     mode = choice_param(params, "mode", ["replace", "merge"], "replace")
     data = read_upload(request)
-    max_bytes = current_recognizer().settings.max_upload_bytes
-    return jsonify({"ok": True, **import_state(_gallery(), data, mode=mode, max_bytes=max_bytes)})
+    settings = current_recognizer().settings
+    summary = import_state(_gallery(), data, mode=mode, max_bytes=settings.max_upload_bytes, thumbnails=settings.thumbnails)
+    return jsonify({"ok": True, **summary})

@@ -1,8 +1,12 @@
 """The web console, end to end in headless Chromium: a real server on 127.0.0.1, a real face
-taught through the file input, another photo of the same person identified and drawn."""
+taught through the file input, another photo of the same person identified and drawn; the few-shot
+loop (an unknown face of an identify answer clicked, named, recognised in the next photo; a match
+corrected), people's face thumbnails and the calibration report. Screenshots go to tests/artifacts/
+(ignored by git: each run makes them)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -147,3 +151,138 @@ def test_console_with_an_api_key(browser: Any, engine: Engine, tmp_path: Path) -
         browser.find_element(By.CSS_SELECTOR, "#auth-form button").click()
         wait_status(browser, "Ready", 30)
         assert "dlib-resnet-v1" in browser.find_element(By.ID, "model").text
+
+
+def save_page(driver: Any, path: Path) -> None:
+    """A PNG of the whole page, beyond the window's height."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def identify(driver: Any, photo: Path) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.ID, "identify-file")
+    field.clear()
+    field.send_keys(str(photo))
+    driver.execute_script("document.getElementById('status').textContent = ''")
+    driver.find_element(By.ID, "identify-btn").click()
+    wait_status(driver, "face(s)")
+    return driver.find_elements(By.CSS_SELECTOR, "#identify-results li")
+
+
+def click_face(driver: Any, index: int) -> None:
+    """A real mouse click on the middle of face ``index``'s box on the canvas."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.ID, "identify-canvas")
+    x, y, w, h = driver.execute_script("return JSON.parse(document.getElementById('identify-canvas').dataset.boxes)")[index]
+    scale = canvas.rect["width"] / int(canvas.get_attribute("width"))
+    dx = (x + w / 2) * scale - canvas.rect["width"] / 2  # offsets are from the element's centre
+    dy = (y + h / 2) * scale - canvas.rect["height"] / 2
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    ActionChains(driver).move_to_element_with_offset(canvas, round(dx), round(dy)).click().perform()
+
+
+def loaded_thumbnails(driver: Any, person_id: str) -> int:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(`#people tr[data-person-id='${arguments[0]}'] img.thumb`))"
+        ".filter((i) => i.complete && i.naturalWidth > 0).length",
+        person_id,
+    )
+
+
+def people_counts(driver: Any) -> dict[str, str]:
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, "#people tr")
+    return {r.get_attribute("data-person-id"): r.find_element(By.CSS_SELECTOR, ".count").text for r in rows}
+
+
+def test_console_closes_the_few_shot_loop(browser: Any, engine: Engine, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings = Settings.from_env({}, data_dir=str(tmp_path / "data"), api_key=KEY)  # thumbnails and plot fetched with the key
+    with Server(settings, engine) as server:
+        browser.get(server.base + "/")
+        browser.execute_script(f"localStorage.setItem('fewface.apiKey', '{KEY}')")
+        browser.get(server.base + "/")
+        wait_status(browser, "Ready", 30)
+
+        # the calibration section says why there is no report yet
+        browser.find_element(By.ID, "calibration-load").click()
+        wait_status(browser, "not enough examples")
+        summary = browser.find_element(By.ID, "calibration-summary")
+        assert summary.get_attribute("data-state") == "not_enough_examples" and "Not enough data" in summary.text
+        assert not browser.find_element(By.ID, "calibration-plot").is_displayed()
+
+        # an unknown face: click it on the photo, name it; no photo is uploaded again
+        items = identify(browser, FACES / "img1.jpg")
+        assert len(items) == 1 and "unknown" in items[0].get_attribute("class")
+        click_face(browser, 0)
+        selected = browser.find_element(By.CSS_SELECTOR, "#identify-results li.selected input.face-name")
+        assert browser.switch_to.active_element == selected  # the click put the cursor in that face's name field
+        selected.send_keys("Ada Lovelace")
+        browser.find_element(By.CSS_SELECTOR, "#identify-results li.selected button.face-teach").click()
+        assert "Ada Lovelace (ada-lovelace)" in wait_status(browser, "Taught this face")
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "identify-canvas").get_attribute("data-labels") == "Ada Lovelace")
+        WebDriverWait(browser, 30).until(lambda d: loaded_thumbnails(d, "ada-lovelace") == 1)
+
+        # the next photo of her is named
+        items = identify(browser, FACES / "img2.jpg")
+        assert len(items) == 1 and "matched" in items[0].get_attribute("class") and "Ada Lovelace" in items[0].text
+        save_page(browser, ARTIFACTS / "console-named.png")
+
+        # a slip: a face of someone else named "Ada Lovelace" (an existing person, found by name) ...
+        items = identify(browser, FACES / "img47.jpg")
+        assert "unknown" in items[0].get_attribute("class")
+        items[0].find_element(By.CSS_SELECTOR, "input.face-name").send_keys("Ada Lovelace")
+        items[0].find_element(By.CSS_SELECTOR, "button.face-teach").click()
+        assert "Ada Lovelace (ada-lovelace)" in wait_status(browser, "Taught this face")
+        WebDriverWait(browser, 30).until(lambda d: loaded_thumbnails(d, "ada-lovelace") == 2)
+        # ... makes a wrong match; correct it: the face is taught to the right person, Ada keeps hers
+        items = identify(browser, FACES / "img48.jpg")
+        assert "matched" in items[0].get_attribute("class") and "Ada Lovelace" in items[0].text
+        items[0].find_element(By.CSS_SELECTOR, "input.face-name").send_keys("Alan Turing")
+        items[0].find_element(By.CSS_SELECTOR, "button.face-teach").click()
+        status = wait_status(browser, "Taught this face")
+        assert "Alan Turing (alan-turing)" in status and "was matched with Ada Lovelace" in status, status
+        WebDriverWait(browser, 30).until(lambda d: loaded_thumbnails(d, "alan-turing") == 1)
+        assert people_counts(browser) == {"ada-lovelace": "2", "alan-turing": "1"}
+        # and the wrong example goes: click its thumbnail, confirm
+        wrong = browser.find_elements(By.CSS_SELECTOR, "#people tr[data-person-id='ada-lovelace'] img.thumb")[-1]
+        wrong_id = wrong.get_attribute("data-face-id")
+        wrong.click()
+        browser.switch_to.alert.accept()
+        wait_status(browser, f"Deleted example {wrong_id} of ada-lovelace")
+        assert people_counts(browser) == {"ada-lovelace": "1", "alan-turing": "1"}
+        items = identify(browser, FACES / "img49.jpg")
+        assert "matched" in items[0].get_attribute("class") and "Alan Turing" in items[0].text
+
+        # more photos through the teach form (existing people by name, one new): the calibration report renders
+        for name, photos in (
+            ("Ada Lovelace", ["img4.jpg"]),
+            ("Alan Turing", ["img50.jpg"]),
+            ("Katherine Johnson", ["img12.jpg", "img3.jpg"]),
+        ):
+            browser.find_element(By.ID, "teach-name").clear()
+            browser.find_element(By.ID, "teach-name").send_keys(name)
+            browser.find_element(By.ID, "teach-files").clear()
+            browser.find_element(By.ID, "teach-files").send_keys("\n".join(str(FACES / p) for p in photos))
+            browser.find_element(By.ID, "teach-btn").click()
+            wait_status(browser, f"Taught {name}")
+        WebDriverWait(browser, 30).until(lambda d: loaded_thumbnails(d, "katherine-johnson") == 2)
+        assert people_counts(browser) == {"ada-lovelace": "2", "alan-turing": "2", "katherine-johnson": "2"}
+        assert loaded_thumbnails(browser, "ada-lovelace") == 2 and loaded_thumbnails(browser, "alan-turing") == 2
+        browser.find_element(By.ID, "calibration-load").click()
+        wait_status(browser, "Calibration report loaded")
+        plot = browser.find_element(By.ID, "calibration-plot")
+        assert plot.is_displayed() and browser.execute_script("return arguments[0].naturalWidth", plot) > 300
+        assert plot.get_attribute("src").startswith("blob:")
+        assert "Equal error rate" in browser.find_element(By.ID, "calibration-summary").text
+        save_page(browser, ARTIFACTS / "console-loop.png")

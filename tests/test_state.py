@@ -34,7 +34,7 @@ def identify_all(client: FlaskClient) -> list[Any]:
     for name in PROBES:
         r = client.post("/v1/identify", data={"file": upload(photo(name)), "top_k": "3"})
         assert r.status_code == 200, r.json
-        out.append(r.json["faces"])
+        out.append([{k: v for k, v in f.items() if k != "face_token"} for f in r.json["faces"]])  # tokens are new per answer
     return out
 
 

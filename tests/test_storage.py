@@ -218,6 +218,7 @@ def test_postgresql_down_answers_503_database_unavailable(make_app: Callable[...
             ("POST", "/v1/people/bob/faces", {"data": {"file": upload(photo("img12.jpg"))}}),
             ("DELETE", "/v1/people/ann", {}),
             ("GET", "/v1/people", {}),
+            ("GET", "/readyz", {}),  # not ready: a load balancer sends the traffic elsewhere
         ]:
             r = client.open(path, method=method, **kwargs)
             assert r.status_code == 503 and r.json["code"] == "database_unavailable", (method, path, r.json)

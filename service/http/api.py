@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from models.quality import FaceQuality
 from models.types import LANDMARK_NAMES, DetectedFace
 from service.errors import ApiError
+from service.facetokens import FaceCapture, FaceTokenExpiredError, FaceTokenNotFoundError, FaceTokens
 from service.http.collections import current_recognizer
 from service.http.inputs import (
     RequestInput,
@@ -22,8 +23,9 @@ from service.http.inputs import (
 )
 from service.imaging import DecodedImage, decode_image
 from service.metrics import stage
-from service.recognizer import IdentifiedFace, Recognizer
-from service.store.gallery import FaceNotFoundError, FaceRecord, Match, Person, PersonNotFoundError
+from service.recognizer import AnalyzedFace, IdentifiedFace, Recognizer
+from service.store.gallery import FaceNotFoundError, FaceRecord, Match, NewFace, Person, PersonNotFoundError
+from service.thumbnails import face_jpeg
 
 bp = Blueprint("api", __name__)
 
@@ -90,10 +92,11 @@ def record_json(r: FaceRecord) -> dict[str, Any]:
     }
 
 
-def identified_json(f: IdentifiedFace, r: Recognizer) -> dict[str, Any]:
+def identified_json(f: IdentifiedFace, r: Recognizer, token: str | None = None) -> dict[str, Any]:
     best = f.best
     confidence = r.confidence(best.similarity, f.gallery_faces) if best is not None else None
     return {
+        "face_token": token,
         **face_json(f.face),
         "quality": quality_json(f.quality),
         "matched": f.matched,
@@ -153,6 +156,10 @@ def teach(person_id: str) -> ResponseReturnValue:
     r = recognizer()
     data = parse_request(request, ["file", "base64"])
     blobs = data.image_list("file") + data.image_list("base64")
+    if data.params.get("face_token") is not None:
+        if blobs:
+            raise ApiError(400, "invalid_parameter", "send either images or a face_token, not both")
+        return teach_token(person_id, data)
     if not blobs:
         raise ApiError(400, "missing_image", "send the photo as multipart 'file', JSON 'base64' or a raw image body")
     if len(blobs) > r.settings.max_teach_images:
@@ -164,6 +171,60 @@ def teach(person_id: str) -> ResponseReturnValue:
         person_id, name, [decode(b) for b in blobs], pick_largest=pick == "largest", check_quality=quality == "on"
     )
     faces = [{**record_json(x), "quality": quality_json(a.quality)} for x, a in zip(records, analyzed, strict=True)]
+    return jsonify({"ok": True, "created": created, "person": person_json(person), "faces": faces}), (201 if created else 200)
+
+
+# -- face tokens: teach a face an identify answer found (service/facetokens.py) -------------
+def face_tokens() -> FaceTokens:
+    tokens = current_app.extensions.get("fewface_face_tokens")
+    if tokens is None:
+        s = recognizer().settings
+        tokens = current_app.extensions.setdefault("fewface_face_tokens", FaceTokens(s.face_token_ttl, s.face_token_max))
+    return tokens
+
+
+def issue_tokens(faces: list[IdentifiedFace], decoded: DecodedImage) -> list[str | None]:
+    """One token per identified face (None each when tokens are off)."""
+    tokens = face_tokens()
+    if not tokens.enabled:
+        return [None] * len(faces)
+    r = recognizer()
+    model_id, pipeline, thumbnails = r.engine.model_id, r.engine.embedder.pipeline, r.settings.thumbnails
+    return [
+        tokens.issue(
+            FaceCapture(
+                f.face, f.embedding, f.quality, decoded.sha256, model_id, pipeline, face_jpeg(decoded, f.face.box) if thumbnails else None
+            )
+        )
+        for f in faces
+    ]
+
+
+def teach_token(person_id: str, data: RequestInput) -> ResponseReturnValue:
+    """``POST /v1/people/<id>/faces`` with ``face_token``: teach the face an identify answer
+    found, with the same checks as a photo (quality gate unless quality=off)."""
+    r = recognizer()
+    token = data.params["face_token"]
+    if not isinstance(token, str) or not token:
+        raise ApiError(400, "invalid_parameter", "face_token must be the string an identify answer gave")
+    name = clean_name(data.params["name"]) if data.params.get("name") not in (None, "") else None
+    quality = choice_param(data.params, "quality", ["on", "off"], "on")
+    try:
+        capture = face_tokens().get(token)
+    except FaceTokenExpiredError:
+        raise ApiError(410, "face_token_expired", "this face token has expired: identify the photo again for a fresh one") from None
+    except FaceTokenNotFoundError:
+        raise ApiError(
+            404, "face_token_not_found", "no such face token (never issued by this server, forgotten, or the server restarted)"
+        ) from None
+    if (capture.model_id, capture.pipeline) != (r.gallery.model_id, r.gallery.pipeline):
+        raise ApiError(409, "model_mismatch", "the face token was made by another model or pipeline than this gallery's")
+    analyzed = AnalyzedFace(capture.face, capture.embedding, capture.quality)
+    if quality == "on":
+        r.check_quality(analyzed, "identified photo")
+    new = NewFace(capture.embedding, capture.image_sha256, capture.face.box, capture.face.prob, capture.thumbnail)
+    person, records, created = r.gallery.add_faces(person_id, name, [new])
+    faces = [{**record_json(x), "quality": quality_json(capture.quality)} for x in records]
     return jsonify({"ok": True, "created": created, "person": person_json(person), "faces": faces}), (201 if created else 200)
 
 
@@ -179,6 +240,7 @@ def identify() -> ResponseReturnValue:
     top_k = int_param(data.params, "top_k", 1, 100)
     decoded = decode(blobs[0])
     faces = r.identify(decoded, threshold=threshold, top_k=top_k)
+    tokens = issue_tokens(faces, decoded)
     return jsonify(
         {
             "ok": True,
@@ -186,7 +248,7 @@ def identify() -> ResponseReturnValue:
             "threshold": faces[0].threshold if faces else r.identify_threshold(threshold),
             "image": {"width": decoded.width, "height": decoded.height, "sha256": decoded.sha256},
             "face_count": len(faces),
-            "faces": [identified_json(f, r) for f in faces],
+            "faces": [identified_json(f, r, t) for f, t in zip(faces, tokens, strict=True)],
         }
     )
 
@@ -274,6 +336,26 @@ def delete_face(person_id: str, face_id: int) -> ResponseReturnValue:
     except FaceNotFoundError:
         raise ApiError(404, "face_not_found", f"person {person_id!r} has no face example {face_id}") from None
     return jsonify({"ok": True, "deleted": face_id})
+
+
+@bp.get("/v1/people/<path:person_id>/faces/<int:face_id>/thumbnail")
+def face_thumbnail(person_id: str, face_id: int) -> ResponseReturnValue:
+    r = recognizer()
+    if not r.settings.thumbnails:
+        raise ApiError(404, "thumbnail_not_found", "thumbnails are off on this server (FEWFACE_THUMBNAILS=false)")
+    try:
+        jpeg = r.gallery.thumbnail(person_id, face_id)
+    except PersonNotFoundError:
+        raise _no_person(person_id) from None
+    except FaceNotFoundError:
+        raise ApiError(404, "face_not_found", f"person {person_id!r} has no face example {face_id}") from None
+    if jpeg is None:
+        raise ApiError(
+            404, "thumbnail_not_found", f"face example {face_id} has no thumbnail (taught with thumbnails off, or imported without)"
+        )
+    response = Response(jpeg, mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
 
 
 def _no_person(person_id: str) -> ApiError:

@@ -33,6 +33,7 @@ from service.imaging import DecodedImage
 from service.metrics import stage
 from service.state import import_state, read_upload, state_response
 from service.store.gallery import Gallery, Match, NewFace, Person, PersonNotFoundError
+from service.thumbnails import face_jpeg
 
 bp = Blueprint("facebox", __name__)
 
@@ -274,7 +275,8 @@ def teach() -> ResponseReturnValue:
     else:
         decoded = _one_image(images)
         embedding, face = _single_face(decoded)
-        new = NewFace(embedding, decoded.sha256, face.box, face.prob)
+        thumbnail = face_jpeg(decoded, face.box) if recognizer().settings.thumbnails else None
+        new = NewFace(embedding, decoded.sha256, face.box, face.prob, thumbnail)
     person, created = _add(person_id, name, new)
     return jsonify({"success": True, "id": person.id, "name": person.name, "created": created})
 
@@ -375,5 +377,7 @@ def download_state() -> ResponseReturnValue:
 @bp.post("/facebox/state")
 def upload_state() -> ResponseReturnValue:
     r = recognizer()
-    summary = import_state(r.gallery, read_upload(request), mode="replace", max_bytes=r.settings.max_upload_bytes)
+    summary = import_state(
+        r.gallery, read_upload(request), mode="replace", max_bytes=r.settings.max_upload_bytes, thumbnails=r.settings.thumbnails
+    )
     return jsonify({"success": True, "people": summary["total"]["people"], "faces": summary["total"]["faces"]})

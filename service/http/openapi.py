@@ -144,6 +144,11 @@ _SCHEMAS: dict[str, Any] = {
             {
                 "type": "object",
                 "properties": {
+                    "face_token": {
+                        "type": ["string", "null"],
+                        "description": "teach this face later without the photo: POST /v1/people/{person_id}/faces with "
+                        '{"face_token": ...} (in memory, FEWFACE_FACE_TOKEN_TTL seconds; null when tokens are off)',
+                    },
                     "quality": _ref("Quality"),
                     "matched": {"type": "boolean"},
                     "match": {"oneOf": [_ref("Match"), {"type": "null"}]},
@@ -279,13 +284,14 @@ def spec(version: str) -> dict[str, Any]:
         "/v1/info": {"get": {"summary": "Version, model, device, threshold, counts", "responses": {"200": _json({"type": "object"})}}},
         "/v1/people/{person_id}/faces": {
             "post": {
-                "summary": "Teach: add one face example per image to a person (created when new)",
+                "summary": "Teach: add one face example per image, or the face of an identify answer's face_token, "
+                "to a person (created when new)",
                 "parameters": [_PERSON_ID],
                 "requestBody": {"required": True, **_IMAGE_BODY},
                 "responses": {
                     "200": _json({"type": "object", "properties": {**ok, "person": _ref("Person")}}, "person existed"),
                     "201": _json({"type": "object", "properties": {**ok, "person": _ref("Person")}}, "person created"),
-                    **_errors(400, 413, 415, 422),
+                    **_errors(400, 404, 409, 410, 413, 415, 422),
                 },
             }
         },
@@ -372,6 +378,13 @@ def spec(version: str) -> dict[str, Any]:
         "/v1/people/{person_id}/faces/{face_id}": {
             "parameters": [_PERSON_ID, {"name": "face_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
             "delete": {"summary": "Delete one face example", "responses": {"200": _json(_OBJECT), **_errors(404)}},
+        },
+        "/v1/people/{person_id}/faces/{face_id}/thumbnail": {
+            "parameters": [_PERSON_ID, {"name": "face_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "get": {
+                "summary": "The small JPEG stored with a face example (FEWFACE_THUMBNAILS)",
+                "responses": {"200": {"description": "JPEG image", "content": {"image/jpeg": {}}}, **_errors(404)},
+            },
         },
         "/v1/state": {
             "get": {

@@ -85,6 +85,7 @@ class NewFace:
     image_sha256: str
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original image pixels
     detection_prob: float
+    thumbnail: bytes | None = None  # small JPEG of the face (service/thumbnails.py), stored beside the example
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class StoredFace:
     box: tuple[float, float, float, float]
     detection_prob: float
     created_at: float
+    thumbnail: bytes | None = None  # small JPEG of the face, when stored
 
 
 class Cursor(Protocol):

@@ -27,6 +27,7 @@ log = logging.getLogger("service.migrate_store")
 FACE_COLUMNS = ("id", "collection", "person_id", "model_id", "embedding", "image_sha256", "box", "detection_prob", "created_at")
 PEOPLE_COLUMNS = ("collection", "id", "name", "created_at")
 COLLECTION_COLUMNS = ("id", "model_id", "dim", "pipeline", "key_hash", "created_at")
+THUMBNAIL_COLUMNS = ("face_id", "jpeg")  # schema v3: face thumbnails (service/thumbnails.py)
 USAGE = "usage: python -m service migrate-store --to postgresql://user:password@host:port/database"
 
 
@@ -44,9 +45,10 @@ def digest(store: Store) -> tuple[dict[str, tuple[int, int]], str]:
             ("collections", COLLECTION_COLUMNS, "id"),
             ("people", PEOPLE_COLUMNS, "collection, id"),
             ("faces", FACE_COLUMNS, "id"),
+            ("thumbnails", THUMBNAIL_COLUMNS, "face_id"),
         ):
             for row in tx.stream(
-                f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}{store.text_order if table != 'faces' else ''}"
+                f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}{store.text_order if table in ('collections', 'people') else ''}"
             ):
                 h.update(repr(tuple(bytes(v) if isinstance(v, bytes | memoryview) else v for v in row)).encode())
         people = dict(tx.execute("SELECT collection, COUNT(*) FROM people GROUP BY collection").fetchall())
@@ -83,6 +85,7 @@ def copy_store(source: Store, target: Store) -> dict[str, tuple[int, int]]:
             dst.log_change(row[0], "reload")
         _copy_rows(src, dst, "people", PEOPLE_COLUMNS)
         _copy_rows(src, dst, "faces", FACE_COLUMNS)
+        _copy_rows(src, dst, "thumbnails", THUMBNAIL_COLUMNS)
         target.reserve_ids(dst)
     expected, source_digest = digest(source)
     copied, target_digest = digest(target)

@@ -288,6 +288,7 @@ class Gallery:
                         face_ids.append(existing)
                         continue
                     face_ids.append(self._insert_face(db, None, person_id, vec, face.image_sha256, face.box, face.detection_prob, now))
+                    self._insert_thumbnail(db, face_ids[-1], face.thumbnail)
                     new_ids.append((face_ids[-1], vec))
                     db.log_change(c, "face_add", person_id, face_ids[-1])
                 person = self._person(db, person_id)
@@ -379,6 +380,42 @@ class Gallery:
         else:
             sql, values = f"INSERT INTO faces (id, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", (face_id, *values)
         return int(db.execute(sql, values).fetchone()[0])
+
+    @staticmethod
+    def _insert_thumbnail(db: Tx, face_id: int, jpeg: bytes | None) -> None:
+        if jpeg is not None:
+            db.execute("INSERT INTO thumbnails (face_id, jpeg) VALUES (?, ?)", (face_id, jpeg))
+
+    @_storage_errors
+    def thumbnail(self, person_id: str, face_id: int) -> bytes | None:
+        """The JPEG stored with a face example (None: the example has none); PersonNotFoundError,
+        FaceNotFoundError when the person or their example does not exist."""
+        with self._lock:
+            with self.store.read() as tx:
+                self._person(tx, person_id)
+                row = (
+                    tx.execute(
+                        "SELECT t.jpeg, f.id FROM faces f LEFT JOIN thumbnails t ON t.face_id = f.id"
+                        " WHERE f.id = ? AND f.collection = ? AND f.person_id = ?",
+                        (face_id, self.collection, person_id),
+                    ).fetchone()
+                    if 0 <= face_id < 2**63
+                    else None
+                )
+        if row is None:
+            raise FaceNotFoundError(face_id)
+        return bytes(row[0]) if row[0] is not None else None
+
+    @_storage_errors
+    def thumbnails(self) -> dict[int, bytes]:
+        """Face id -> JPEG for every thumbnail of this collection (state export)."""
+        with self._lock:
+            with self.store.read() as tx:
+                rows = tx.stream(
+                    "SELECT t.face_id, t.jpeg FROM thumbnails t JOIN faces f ON f.id = t.face_id WHERE f.collection = ?",
+                    (self.collection,),
+                )
+                return {int(r[0]): bytes(r[1]) for r in rows}
 
     def _forget(self, face_ids: list[int]) -> None:
         self._index.remove(face_ids)
@@ -519,7 +556,10 @@ class Gallery:
                     if not replace and self._existing_face(db, face.person_id, face.image_sha256) is not None:
                         continue
                     face_id = face.id if keep_ids else None
-                    self._insert_face(db, face_id, face.person_id, vec, face.image_sha256, face.box, face.detection_prob, face.created_at)
+                    new_id = self._insert_face(
+                        db, face_id, face.person_id, vec, face.image_sha256, face.box, face.detection_prob, face.created_at
+                    )
+                    self._insert_thumbnail(db, new_id, face.thumbnail)
                     written += 1
                 if keep_ids:
                     self.store.reserve_ids(db)

@@ -11,11 +11,13 @@ gallery written by any earlier Fewface opens and one written by a newer one is r
   collection, op, person id, face id, time) written in the same transaction as every write, which
   replicas follow. The v1 gallery becomes the collection ``default`` (model from ``meta``).
   PostgreSQL galleries start at v2.
+* **v3**: ``thumbnails`` (face id, a small JPEG of the face: service/thumbnails.py), one row per
+  face example that has one, deleted with its face (foreign key, ON DELETE CASCADE).
 """
 
 from __future__ import annotations
 
-LATEST = 2
+LATEST = 3
 
 SQLITE_V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -133,13 +135,27 @@ POSTGRES_V2 = [
 )""",
 ]
 
+SQLITE_V3 = [
+    """CREATE TABLE thumbnails (
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    jpeg BLOB NOT NULL
+)""",
+]
+
+POSTGRES_V3 = [
+    """CREATE TABLE thumbnails (
+    face_id BIGINT PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    jpeg BYTEA NOT NULL
+)""",
+]
+
 STEPS: dict[str, dict[int, list[str]]] = {
-    "sqlite": {1: SQLITE_V1, 2: SQLITE_V2},
-    "postgresql": {2: POSTGRES_V2},
+    "sqlite": {1: SQLITE_V1, 2: SQLITE_V2, 3: SQLITE_V3},
+    "postgresql": {2: POSTGRES_V2, 3: POSTGRES_V3},
 }
 
 # Every table some version creates: a database holding others is not a Fewface gallery.
-TABLES = frozenset({"meta", "people", "faces", "collections", "changes"})
+TABLES = frozenset({"meta", "people", "faces", "collections", "changes", "thumbnails"})
 
 
 def pending(dialect: str, current: int) -> list[tuple[int, list[str]]]:
