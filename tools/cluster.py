@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,25 @@ class Nginx:
                 self.proc.wait(timeout=10)
 
 
+def start_all(replicas: list[ServerProcess]) -> None:
+    """Start replicas side by side (each loads its models); raises the first failure."""
+    errors: list[BaseException] = []
+
+    def one(replica: ServerProcess) -> None:
+        try:
+            replica.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(r,)) for r in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 class Cluster:
     """PostgreSQL + ``replicas`` Fewface processes + nginx, in ``workdir``. Replica i has its
     data folder ``workdir/replica-i`` and log ``workdir/replica-i.log``; ``env`` goes to every
@@ -161,8 +181,7 @@ class Cluster:
                 self.pg = PgServer(self.workdir / "postgres").start()
                 self.database_url = self.pg.url
             self.replicas = [self._replica(i) for i in range(self.replica_count)]
-            for replica in self.replicas:
-                replica.start()
+            start_all(self.replicas)
             self.nginx = Nginx(self.workdir / "nginx", [f"127.0.0.1:{r.port}" for r in self.replicas]).start()
         except BaseException:
             self.stop()

@@ -1,0 +1,257 @@
+"""The change feed: keeps this replica's in-memory search indexes current from PostgreSQL's change log.
+
+Every write to a PostgreSQL gallery appends rows to ``changes`` (monotonic ``seq``) in the same
+transaction (service/store/postgres.py) and notifies the channel ``fewface_changes`` at commit. A
+replica's ``ChangeFeed`` thread listens on that channel and, woken by a notification or every
+``FEWFACE_FEED_POLL_INTERVAL`` seconds without one, reads the changes after the last ``seq`` it
+applied. Applying is reconciliation, not replay: for each face and person a change names, the
+index is made to match the database's current row (present: indexed with its person; absent:
+dropped), so applying twice, out of order or after the writer itself already updated its index
+(read-your-writes) changes nothing. A missed notification or a reconnect therefore loses nothing:
+the next poll reads from the last ``seq`` applied.
+
+Sequence numbers are taken when a transaction inserts and become visible when it commits, so a
+later ``seq`` can appear before an earlier one; a number skipped over is remembered as a gap and
+read again on every poll for ``GAP_WAIT`` seconds (a rolled-back transaction leaves one for good).
+
+A replica that cannot reach the database keeps its index and serves identify from it; ``status()``
+says how stale it is (seconds since the last poll that reached the end of the log), shown in
+``/readyz`` and in every answer's ``X-Fewface-Staleness`` header. The thread reconnects with
+exponential backoff (0.1 s doubling to 5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "fewface_changes"
+BATCH = 2000  # changes read per query
+GAP_WAIT = 30.0  # seconds a skipped seq is waited for (its transaction may still commit)
+START_WINDOW = 10_000  # at start, seqs this far below the newest are checked for gaps
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+RELOAD_OPS = frozenset({"import", "replace", "clear", "reload", "create_collection", "delete_collection"})
+
+
+class FeedSource(Protocol):
+    """The database's current rows for what some changes named (one collection)."""
+
+    def members(self, face_ids: list[int], person_ids: list[str], model_id: str) -> tuple[dict[int, str], dict[str, str]]:
+        """(face id -> person id for those of ``face_ids`` that exist and every face of
+        ``person_ids``; person id -> name for ``person_ids`` and those faces' people that exist)."""
+        ...
+
+    def embeddings(self, face_ids: list[int]) -> dict[int, bytes]: ...
+
+
+class FeedTarget(Protocol):
+    """What the feed needs of a gallery (service/store/gallery.py ``Gallery``)."""
+
+    def reconcile(self, face_ids: set[int], person_ids: set[str], source: FeedSource) -> None: ...
+
+    def reload(self) -> None: ...
+
+
+class _Source:
+    def __init__(self, conn: Any, collection: str) -> None:
+        self.conn = conn
+        self.collection = collection
+
+    def members(self, face_ids: list[int], person_ids: list[str], model_id: str) -> tuple[dict[int, str], dict[str, str]]:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT id, person_id FROM faces WHERE collection = %s AND model_id = %s AND (id = ANY(%s) OR person_id = ANY(%s))",
+                (self.collection, model_id, face_ids, person_ids),
+            )
+            faces = {int(r[0]): str(r[1]) for r in cur.fetchall()}
+            wanted = sorted(set(person_ids) | set(faces.values()))
+            cur.execute("SELECT id, name FROM people WHERE collection = %s AND id = ANY(%s)", (self.collection, wanted))
+            names = {str(r[0]): str(r[1]) for r in cur.fetchall()}
+        return faces, names
+
+    def embeddings(self, face_ids: list[int]) -> dict[int, bytes]:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT id, embedding FROM faces WHERE collection = %s AND id = ANY(%s)", (self.collection, face_ids))
+            return {int(r[0]): bytes(r[1]) for r in cur.fetchall()}
+
+
+@dataclass
+class _Batch:
+    face_ids: set[int] = field(default_factory=set)
+    person_ids: set[str] = field(default_factory=set)
+    reload: bool = False
+
+
+class ChangeFeed:
+    """Follows the change log of the database at ``url`` for the galleries ``target(collection)``
+    returns (None: not loaded in this replica, nothing to do; it reads the database when it is)."""
+
+    def __init__(self, url: str, target: Callable[[str], FeedTarget | None], poll_interval: float = 1.0) -> None:
+        self.url = url
+        self.target = target
+        self.poll_interval = poll_interval
+        self._seq = 0
+        self._gaps: dict[int, float] = {}  # seq -> monotonic time it stops being waited for
+        self._last_ok: float | None = None  # monotonic time of the last poll that reached the end of the log
+        self._conn: Any = None
+        self._stop = threading.Event()
+        self._primed = False
+        self._applied = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._error = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def prime(self) -> None:
+        """Note where the log ends; call BEFORE the galleries read the database at start, so that
+        nothing committed meanwhile is missed (it is applied again, which changes nothing)."""
+        self._connect()
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM changes")
+            newest = int(cur.fetchone()[0])
+            cur.execute("SELECT seq FROM changes WHERE seq > %s", (newest - START_WINDOW,))
+            seen = {int(r[0]) for r in cur.fetchall()}
+        deadline = time.monotonic() + GAP_WAIT
+        self._gaps = {s: deadline for s in range(max(1, newest - START_WINDOW + 1), newest + 1) if s not in seen}
+        self._seq = newest
+        self._last_ok = time.monotonic()
+        self._primed = True
+
+    def start(self) -> ChangeFeed:
+        if not self._primed:
+            self.prime()
+        self._thread = threading.Thread(target=self._run, name="fewface-feed", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._close()
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def staleness(self) -> float | None:
+        """Seconds since this replica last knew its indexes held every committed change."""
+        return None if self._last_ok is None else max(0.0, time.monotonic() - self._last_ok)
+
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    def status(self) -> dict[str, Any]:
+        staleness = self.staleness()
+        return {
+            "seq": self._seq,
+            "connected": self.connected(),
+            "staleness_s": None if staleness is None else round(staleness, 3),
+            "pending_gaps": len(self._gaps),
+            **({"error": self._error} if self._error else {}),
+        }
+
+    def wait_applied(self, seq: int, timeout: float) -> bool:
+        """Block until the change ``seq`` (or a later one) is applied, at most ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._seq < seq:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    # -- the thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        while not self._stop.is_set():
+            try:
+                if not self.connected():
+                    self._connect()
+                    log.info("change feed connected (from seq %d)", self._seq)
+                while self.poll_once():
+                    pass  # a full batch: read on at once
+                backoff = BACKOFF_MIN
+                self._error = ""
+                for _ in self._conn.notifies(timeout=self.poll_interval, stop_after=1):
+                    pass
+            except Exception as exc:  # noqa: BLE001 - any failure: drop the connection, back off, reconnect
+                if self._stop.is_set():
+                    break
+                self._error = f"{type(exc).__name__}: {exc}".strip()[:300]
+                log.warning("change feed: %s; reconnecting in %.1f s (index is %.1f s stale)", self._error, backoff, self.staleness() or 0)
+                self._close()
+                self._stop.wait(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _connect(self) -> None:
+        import psycopg
+
+        self._close()
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5, application_name="fewface-feed")
+        conn.execute(f"LISTEN {CHANNEL}")
+        self._conn = conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                log.debug("closing the feed's connection failed", exc_info=True)
+
+    def poll_once(self) -> bool:
+        """Read and apply the changes after the last applied seq (and the open gaps); returns
+        True when a full batch was read (more may follow)."""
+        now = time.monotonic()
+        self._gaps = {s: t for s, t in self._gaps.items() if t > now}
+        gaps = sorted(self._gaps)
+        with self._conn.cursor() as cur:
+            cur.execute(
+                "SELECT seq, collection, op, person_id, face_id FROM changes WHERE seq > %s OR seq = ANY(%s) ORDER BY seq LIMIT %s",
+                (self._seq, gaps, BATCH),
+            )
+            rows = cur.fetchall()
+        batches: dict[str, _Batch] = {}
+        top = self._seq
+        for seq, collection, op, person_id, face_id in rows:
+            batch = batches.setdefault(str(collection), _Batch())
+            if op in RELOAD_OPS:
+                batch.reload = True
+            if face_id is not None:
+                batch.face_ids.add(int(face_id))
+            if person_id is not None:
+                batch.person_ids.add(str(person_id))
+            self._gaps.pop(int(seq), None)
+            if seq > top:
+                deadline = now + GAP_WAIT
+                for missing in range(top + 1, int(seq)):
+                    self._gaps[missing] = deadline
+                top = int(seq)
+        for collection, batch in batches.items():
+            self._apply(collection, batch)
+        full = len(rows) >= BATCH
+        with self._cond:
+            self._seq = top
+            self._applied += len(rows)
+            self._cond.notify_all()
+        if not full:
+            self._last_ok = now
+        return full
+
+    def _apply(self, collection: str, batch: _Batch) -> None:
+        gallery = self.target(collection)
+        if gallery is None:
+            return
+        if batch.reload:
+            gallery.reload()
+            return
+        gallery.reconcile(batch.face_ids, batch.person_ids, _Source(self._conn, collection))
