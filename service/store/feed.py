@@ -10,9 +10,11 @@ dropped), so applying twice, out of order or after the writer itself already upd
 (read-your-writes) changes nothing. A missed notification or a reconnect therefore loses nothing:
 the next poll reads from the last ``seq`` applied.
 
-Sequence numbers are taken when a transaction inserts and become visible when it commits, so a
-later ``seq`` can appear before an earlier one; a number skipped over is remembered as a gap and
-read again on every poll for ``GAP_WAIT`` seconds (a rolled-back transaction leaves one for good).
+Writers of every replica take turns (service/store/postgres.py: one advisory lock per write
+transaction), so ``seq`` is assigned in commit order: once a change is visible, every earlier one
+is too, and "applied up to ``seq``" is exact. Each gallery records the ``seq`` its index reflects
+(``loaded_seq``: the snapshot it was built from, then what the feed applied), so a collection
+loaded while the feed runs misses nothing either.
 
 A replica that cannot reach the database keeps its index and serves identify from it; ``status()``
 says how stale it is (seconds since the last poll that reached the end of the log), shown in
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,10 +35,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "fewface_changes"
 BATCH = 2000  # changes read per query
-GAP_WAIT = 30.0  # seconds a skipped seq is waited for (its transaction may still commit)
-START_WINDOW = 10_000  # at start, seqs this far below the newest are checked for gaps
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
-RELOAD_OPS = frozenset({"import", "replace", "clear", "reload", "create_collection", "delete_collection"})
+RELOAD_OPS = frozenset({"reload", "collection_create", "collection_delete"})  # the whole collection is read again
 
 
 class FeedSource(Protocol):
@@ -53,7 +53,9 @@ class FeedSource(Protocol):
 class FeedTarget(Protocol):
     """What the feed needs of a gallery (service/store/gallery.py ``Gallery``)."""
 
-    def reconcile(self, face_ids: set[int], person_ids: set[str], source: FeedSource) -> None: ...
+    loaded_seq: int
+
+    def reconcile(self, face_ids: set[int], person_ids: set[str], source: FeedSource, seq: int) -> None: ...
 
     def reload(self) -> None: ...
 
@@ -86,46 +88,30 @@ class _Batch:
     face_ids: set[int] = field(default_factory=set)
     person_ids: set[str] = field(default_factory=set)
     reload: bool = False
+    top: int = 0  # newest seq in the batch
 
 
 class ChangeFeed:
-    """Follows the change log of the database at ``url`` for the galleries ``target(collection)``
-    returns (None: not loaded in this replica, nothing to do; it reads the database when it is)."""
+    """Follows the change log of the database at ``url`` for the galleries ``galleries()``
+    returns (collection id -> gallery loaded in this replica; a collection loaded later reads
+    the database then, and the feed takes it on from its ``loaded_seq``)."""
 
-    def __init__(self, url: str, target: Callable[[str], FeedTarget | None], poll_interval: float = 1.0) -> None:
+    def __init__(self, url: str, galleries: Callable[[], Mapping[str, FeedTarget]], poll_interval: float = 1.0) -> None:
         self.url = url
-        self.target = target
+        self.galleries = galleries
         self.poll_interval = poll_interval
-        self._seq = 0
-        self._gaps: dict[int, float] = {}  # seq -> monotonic time it stops being waited for
-        self._last_ok: float | None = None  # monotonic time of the last poll that reached the end of the log
+        self._seq = 0  # newest seq applied to every loaded gallery
+        self._last_ok: float | None = time.monotonic()  # monotonic time of the last poll that reached the end of the log
         self._conn: Any = None
         self._stop = threading.Event()
-        self._primed = False
-        self._applied = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._error = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def prime(self) -> None:
-        """Note where the log ends; call BEFORE the galleries read the database at start, so that
-        nothing committed meanwhile is missed (it is applied again, which changes nothing)."""
-        self._connect()
-        with self._conn.cursor() as cur:
-            cur.execute("SELECT COALESCE(MAX(seq), 0) FROM changes")
-            newest = int(cur.fetchone()[0])
-            cur.execute("SELECT seq FROM changes WHERE seq > %s", (newest - START_WINDOW,))
-            seen = {int(r[0]) for r in cur.fetchall()}
-        deadline = time.monotonic() + GAP_WAIT
-        self._gaps = {s: deadline for s in range(max(1, newest - START_WINDOW + 1), newest + 1) if s not in seen}
-        self._seq = newest
-        self._last_ok = time.monotonic()
-        self._primed = True
-
     def start(self) -> ChangeFeed:
-        if not self._primed:
-            self.prime()
+        loaded = self.galleries()
+        self._seq = min((g.loaded_seq for g in loaded.values()), default=0)
         self._thread = threading.Thread(target=self._run, name="fewface-feed", daemon=True)
         self._thread.start()
         return self
@@ -141,20 +127,18 @@ class ChangeFeed:
     def seq(self) -> int:
         return self._seq
 
-    def staleness(self) -> float | None:
+    def staleness(self) -> float:
         """Seconds since this replica last knew its indexes held every committed change."""
-        return None if self._last_ok is None else max(0.0, time.monotonic() - self._last_ok)
+        return 0.0 if self._last_ok is None else max(0.0, time.monotonic() - self._last_ok)
 
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.closed
 
     def status(self) -> dict[str, Any]:
-        staleness = self.staleness()
         return {
             "seq": self._seq,
             "connected": self.connected(),
-            "staleness_s": None if staleness is None else round(staleness, 3),
-            "pending_gaps": len(self._gaps),
+            "staleness_s": round(self.staleness(), 3),
             **({"error": self._error} if self._error else {}),
         }
 
@@ -187,7 +171,7 @@ class ChangeFeed:
                 if self._stop.is_set():
                     break
                 self._error = f"{type(exc).__name__}: {exc}".strip()[:300]
-                log.warning("change feed: %s; reconnecting in %.1f s (index is %.1f s stale)", self._error, backoff, self.staleness() or 0)
+                log.warning("change feed: %s; reconnecting in %.1f s (index %.1f s stale)", self._error, backoff, self.staleness())
                 self._close()
                 self._stop.wait(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
@@ -209,49 +193,41 @@ class ChangeFeed:
                 log.debug("closing the feed's connection failed", exc_info=True)
 
     def poll_once(self) -> bool:
-        """Read and apply the changes after the last applied seq (and the open gaps); returns
-        True when a full batch was read (more may follow)."""
-        now = time.monotonic()
-        self._gaps = {s: t for s, t in self._gaps.items() if t > now}
-        gaps = sorted(self._gaps)
+        """Read and apply the changes after the oldest ``loaded_seq`` of the loaded galleries;
+        returns True when a full batch was read (more may follow)."""
+        started = time.monotonic()
+        loaded = dict(self.galleries())
+        low = min((g.loaded_seq for g in loaded.values()), default=self._seq)
         with self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT seq, collection, op, person_id, face_id FROM changes WHERE seq > %s OR seq = ANY(%s) ORDER BY seq LIMIT %s",
-                (self._seq, gaps, BATCH),
-            )
+            cur.execute("SELECT seq, collection, op, person_id, face_id FROM changes WHERE seq > %s ORDER BY seq LIMIT %s", (low, BATCH))
             rows = cur.fetchall()
         batches: dict[str, _Batch] = {}
-        top = self._seq
+        top = max(low, self._seq)
         for seq, collection, op, person_id, face_id in rows:
+            top = max(top, int(seq))
+            gallery = loaded.get(str(collection))
+            if gallery is None or seq <= gallery.loaded_seq:
+                continue  # not loaded here, or already in the snapshot its index was built from
             batch = batches.setdefault(str(collection), _Batch())
+            batch.top = int(seq)
             if op in RELOAD_OPS:
                 batch.reload = True
             if face_id is not None:
                 batch.face_ids.add(int(face_id))
             if person_id is not None:
                 batch.person_ids.add(str(person_id))
-            self._gaps.pop(int(seq), None)
-            if seq > top:
-                deadline = now + GAP_WAIT
-                for missing in range(top + 1, int(seq)):
-                    self._gaps[missing] = deadline
-                top = int(seq)
         for collection, batch in batches.items():
-            self._apply(collection, batch)
+            gallery = loaded[collection]
+            if batch.reload:
+                gallery.reload()
+            else:
+                gallery.reconcile(batch.face_ids, batch.person_ids, _Source(self._conn, collection), batch.top)
+        for gallery in loaded.values():
+            gallery.loaded_seq = max(gallery.loaded_seq, top)
         full = len(rows) >= BATCH
         with self._cond:
             self._seq = top
-            self._applied += len(rows)
             self._cond.notify_all()
         if not full:
-            self._last_ok = now
+            self._last_ok = started
         return full
-
-    def _apply(self, collection: str, batch: _Batch) -> None:
-        gallery = self.target(collection)
-        if gallery is None:
-            return
-        if batch.reload:
-            gallery.reload()
-            return
-        gallery.reconcile(batch.face_ids, batch.person_ids, _Source(self._conn, collection))
