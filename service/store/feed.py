@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "fewface_changes"
 BATCH = 2000  # changes read per query
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
-RELOAD_OPS = frozenset({"reload", "collection_create", "collection_delete"})  # the whole collection is read again
+RELOAD_OPS = frozenset({"reload", "collection_create"})  # the whole collection is read again
+DELETE_OP = "collection_delete"
 
 
 class FeedSource(Protocol):
@@ -58,6 +59,8 @@ class FeedTarget(Protocol):
     def reconcile(self, face_ids: set[int], person_ids: set[str], source: FeedSource, seq: int) -> None: ...
 
     def reload(self) -> None: ...
+
+    def clear_index(self) -> None: ...
 
 
 class _Source:
@@ -88,6 +91,7 @@ class _Batch:
     face_ids: set[int] = field(default_factory=set)
     person_ids: set[str] = field(default_factory=set)
     reload: bool = False
+    deleted: bool = False  # the collection was deleted (and not created again after)
     top: int = 0  # newest seq in the batch
 
 
@@ -96,9 +100,17 @@ class ChangeFeed:
     returns (collection id -> gallery loaded in this replica; a collection loaded later reads
     the database then, and the feed takes it on from its ``loaded_seq``)."""
 
-    def __init__(self, url: str, galleries: Callable[[], Mapping[str, FeedTarget]], poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        galleries: Callable[[], Mapping[str, FeedTarget]],
+        poll_interval: float = 1.0,
+        forget: Callable[[str], None] | None = None,
+    ) -> None:
+        """``forget(collection)`` drops a collection another replica deleted from this one's catalog."""
         self.url = url
         self.galleries = galleries
+        self.forget = forget
         self.poll_interval = poll_interval
         self._seq = 0  # newest seq applied to every loaded gallery
         self._last_ok: float | None = time.monotonic()  # monotonic time of the last poll that reached the end of the log
@@ -211,14 +223,20 @@ class ChangeFeed:
             batch = batches.setdefault(str(collection), _Batch())
             batch.top = int(seq)
             if op in RELOAD_OPS:
-                batch.reload = True
+                batch.reload, batch.deleted = True, False
+            elif op == DELETE_OP:
+                batch.deleted = True
             if face_id is not None:
                 batch.face_ids.add(int(face_id))
             if person_id is not None:
                 batch.person_ids.add(str(person_id))
         for collection, batch in batches.items():
             gallery = loaded[collection]
-            if batch.reload:
+            if batch.deleted:
+                if self.forget is not None:
+                    self.forget(collection)
+                gallery.clear_index()
+            elif batch.reload:
                 gallery.reload()
             else:
                 gallery.reconcile(batch.face_ids, batch.person_ids, _Source(self._conn, collection), batch.top)
