@@ -1,6 +1,6 @@
 """Change-propagation delay between replicas: two ``python -m service`` replicas on one PostgreSQL
 (tools/cluster.py, Debian's postgresql on loopback); a client teaches a new person through replica
-A, and the moment A acknowledges, polls replica B's ``/readyz`` (``index.faces``) every ~2 ms until
+A, and the moment A acknowledges, polls replica B's ``/readyz?index=digest`` (``index.faces``: its in-memory index) every ~2 ms until
 B's in-memory index holds the face. The delay is acknowledgement -> visible on B (the poll's own
 granularity included). A notification that is lost (or a feed reconnecting) is caught by the next
 poll: the delay is then bounded by FEWFACE_FEED_POLL_INTERVAL plus one poll, by construction.
@@ -30,7 +30,7 @@ PHOTO = "img27.jpg"
 
 
 def faces_on(session: requests.Session, base: str) -> int:
-    return int(session.get(f"{base}/readyz", timeout=10).json()["index"]["faces"])
+    return int(session.get(f"{base}/readyz?index=digest", timeout=10).json()["index"]["faces"])
 
 
 def measure(cluster: Cluster, samples: int, prefix: str) -> list[float]:

@@ -19,7 +19,7 @@ loaded while the feed runs misses nothing either.
 A replica that cannot reach the database keeps its index and serves identify from it; ``status()``
 says how stale it is (seconds since the last poll that reached the end of the log), shown in
 ``/readyz`` and in every answer's ``X-Fewface-Staleness`` header. The thread reconnects with
-exponential backoff (0.1 s doubling to 5 s).
+exponential backoff (0.1 s doubling to 2 s).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "fewface_changes"
 BATCH = 2000  # changes read per query
-BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
 RELOAD_OPS = frozenset({"reload", "collection_create"})  # the whole collection is read again
 DELETE_OP = "collection_delete"
 
@@ -249,3 +249,13 @@ class ChangeFeed:
         if not full:
             self._last_ok = started
         return full
+
+
+def staleness_header(response: Any) -> Any:
+    """Flask ``after_request``: every answer of a replica says how stale its index may be."""
+    from flask import current_app
+
+    feed = current_app.extensions.get("fewface_feed")
+    if feed is not None:
+        response.headers["X-Fewface-Staleness"] = f"{feed.staleness():.3f}"
+    return response
