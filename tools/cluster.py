@@ -178,8 +178,8 @@ class Cluster:
             if self.database_url is None:
                 from tests.pgserver import PgServer
 
-                self.pg = PgServer(self.workdir / "postgres").start()
-                self.database_url = self.pg.url
+                self.pg = PgServer().start()
+                self.database_url = self.pg.url()
             self.replicas = [self._replica(i) for i in range(self.replica_count)]
             start_all(self.replicas)
             self.nginx = Nginx(self.workdir / "nginx", [f"127.0.0.1:{r.port}" for r in self.replicas]).start()
@@ -214,7 +214,7 @@ class Cluster:
         for replica in self.replicas:
             replica.kill()
         if self.pg is not None:
-            self.pg.stop()
+            self.pg.destroy()
 
     def __enter__(self) -> Cluster:
         return self.start()
