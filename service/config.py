@@ -183,6 +183,11 @@ class Settings:
         5.0,
         "Seconds a request waits for the SQLite lock another program holds before answering 503 `database_busy`.",
     )
+    database_url: str = _setting(
+        "FEWFACE_DATABASE_URL",
+        "",
+        "Gallery store: empty = SQLite in `FEWFACE_DATA_DIR`; `postgresql://user:password@host:port/database` = PostgreSQL (see Stores).",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -255,6 +260,8 @@ class Settings:
                 raise ConfigError(f"{_env(name)} must not be negative")
         if not 0 <= self.db_busy_timeout <= 600:
             raise ConfigError("FEWFACE_DB_BUSY_TIMEOUT must be between 0 and 600 seconds")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("FEWFACE_DATABASE_URL must be empty (SQLite) or a postgresql:// URL")
 
 
 _CREDENTIALS = ("api_key", "basic_auth")  # set to only whitespace: refuse, never silently "no auth"

@@ -177,7 +177,7 @@ def fill(gallery: Gallery) -> int:
     """Cap the database at its current size, then store filler faces until it is full: SQLite
     itself answers SQLITE_FULL, exactly as on a full disk ("database or disk is full").
     Returns how many fillers fitted."""
-    db = gallery._db  # the real connection: the page limit is a per-connection setting
+    db = gallery.store.db  # the real connection (SQLite store): the page limit is a per-connection setting
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     db.execute(f"PRAGMA max_page_count = {pages}")
     for n in range(1000):
@@ -189,7 +189,7 @@ def fill(gallery: Gallery) -> int:
 
 
 def unfill(gallery: Gallery) -> None:
-    gallery._db.execute("PRAGMA max_page_count = 1073741823")
+    gallery.store.db.execute("PRAGMA max_page_count = 1073741823")
 
 
 def test_full_disk_answers_507_and_loses_nothing(make_app: Callable[..., Flask]) -> None:

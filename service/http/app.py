@@ -12,6 +12,7 @@ from service.http.errors import register_error_handlers
 from service.recognizer import Engine, Recognizer
 from service.store import open_gallery
 from service.store.gallery import Gallery
+from service.store.registry import Galleries
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     app.config["FEWFACE_VERSION"] = __version__
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["fewface"] = Recognizer(engine, gallery, settings)
+    # Every collection of the store (service/store/registry.py), around the default one above.
+    app.extensions["fewface_galleries"] = Galleries(gallery)
     register_error_handlers(app)
 
     from service.http.api import bp
@@ -56,5 +59,5 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     register_auth(app, settings)
     for module in (state, facebox, openapi, console, calibration_api):
         app.register_blueprint(module.bp)
-    log.info("fewface ready: model %s, gallery %s (%d people, %d faces)", engine.model_id, gallery.path, *gallery.counts())
+    log.info("fewface ready: model %s, gallery %s (%d people, %d faces)", engine.model_id, gallery.location, *gallery.counts())
     return app

@@ -9,12 +9,13 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from service.errors import ApiError
-from service.store.gallery import StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
+from service.store.gallery import DatabaseUnavailableError, StorageError, StorageFullError, StoreBusyError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 # Domain errors of the store -> (status, code, Retry-After seconds or None). One table.
 DOMAIN_ERRORS: dict[type[StorageError], tuple[int, str, int | None]] = {
+    DatabaseUnavailableError: (503, "database_unavailable", 5),  # PostgreSQL cannot be reached (before its parent below)
     StoreBusyError: (503, "database_busy", 1),
     StorageFullError: (507, "storage_full", None),
     StoreUnavailableError: (503, "storage_unavailable", 5),

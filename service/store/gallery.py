@@ -1,16 +1,19 @@
-"""The gallery of record: people and face examples with their embeddings in SQLite (WAL),
-mirrored into a FAISS index for search.
+"""The gallery of record: people and face examples with their embeddings in a store (SQLite by
+default, PostgreSQL when configured: service/store/base.py is the seam), mirrored into a FAISS
+index for search. One ``Gallery`` serves one collection (``default``: the gallery every route
+used before collections; service/store/registry.py holds the others).
 
-Every write commits to SQLite first and only then touches the index, so a crash can lose
-nothing acknowledged; at start the index is rebuilt from SQLite. A gallery remembers the
-model id it was built with and refuses to open with another one.
+Every write commits to the store first (with its change-log row, in the same transaction) and
+only then touches the index, so a crash can lose nothing acknowledged; at start the index is
+rebuilt from the store. A collection remembers the model id and pipeline it was built with and
+refuses to open with another one.
 
-Storage failures surface as domain errors (``StorageError`` and its kinds) that the HTTP layer
-maps to statuses (service/errors.py): a write that waits too long for SQLite's lock, a full disk,
-an I/O error. A failed write leaves SQLite and the index as they were. Opening checks the file
-(damaged, foreign, unwritable: ``GalleryOpenError`` naming the file and the fix), takes the data
-directory's lock (service/store/datalock.py) and decodes every row: rows that do not decode are left
-out of search and export, logged, and listed by ``python -m service check`` (service/store/check.py).
+Storage failures surface as domain errors (``StorageError`` and its kinds, service/store/base.py)
+that the HTTP layer maps to statuses: a write that waits too long for the database's lock, a full
+disk, an I/O error, an unreachable server. A failed write leaves the store and the index as they
+were. Opening checks the store (service/store/sqlite.py, service/store/postgres.py) and decodes
+every row: rows that do not decode are left out of search and export, logged, and listed by
+``python -m service check`` (service/store/check.py).
 """
 
 from __future__ import annotations
@@ -19,164 +22,81 @@ import functools
 import json
 import logging
 import math
-import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from service.index import DEFAULT_EXACT_MAX, VectorIndex
-from service.store.datalock import DataDirLock
+from service.store.base import (
+    DEFAULT_COLLECTION,
+    NO_LIMIT,
+    CollectionNotFoundError,
+    DatabaseUnavailableError,
+    FaceNotFoundError,
+    FaceRecord,
+    GalleryOpenError,
+    Match,
+    ModelMismatchError,
+    NewFace,
+    Person,
+    PersonNotFoundError,
+    StorageError,
+    StorageFullError,
+    Store,
+    StoreBusyError,
+    StoredFace,
+    StoreUnavailableError,
+    Tx,
+)
+from service.store.migrations import SQLITE_V1
+from service.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore
+
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT",
+    "DatabaseUnavailableError",
+    "FaceNotFoundError",
+    "FaceRecord",
+    "Gallery",
+    "GalleryOpenError",
+    "Match",
+    "ModelMismatchError",
+    "NewFace",
+    "Person",
+    "PersonNotFoundError",
+    "StorageError",
+    "StorageFullError",
+    "StoreBusyError",
+    "StoreUnavailableError",
+    "StoredFace",
+    "open_store",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a statement waits for SQLite's lock before StoreBusyError
-TABLES = frozenset({"meta", "people", "faces"})  # every table SCHEMA creates: a file with others is not ours
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS people (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS faces (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    person_id TEXT NOT NULL REFERENCES people(id) ON DELETE CASCADE,
-    model_id TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    image_sha256 TEXT NOT NULL,
-    box TEXT NOT NULL,
-    detection_prob REAL NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS faces_person ON faces(person_id);
-"""
-
+SCHEMA = ";\n".join(SQLITE_V1)  # schema v1: every SQLite gallery made before collections (service/store/migrations.py)
 
 # Galleries written before the pipeline was recorded were all taught this way (by model id).
 LEGACY_PIPELINES = {"dlib-resnet-v1": "template"}
 LEGACY_PIPELINE = "box"  # the facenet models
 
-
-class ModelMismatchError(RuntimeError):
-    """The gallery was built with a different embedding model, or the same model behind another
-    crop / test-time flip (``pipeline``): its vectors are not comparable with this service's."""
-
-
-class StorageError(RuntimeError):
-    """The store could not do what was asked; the message says why (and the fix, if any)."""
+# The change log's ops (``changes.op``), written in the transaction of each write:
+#   person (created or renamed), person_delete, face_add, face_delete (person_id, face_id);
+#   reload (the collection was rewritten wholesale: import, repair), collection_create, collection_delete.
+FACE_COLUMNS = "id, person_id, embedding, image_sha256, box, detection_prob, created_at"
 
 
-class StoreBusyError(StorageError):
-    """SQLite's lock stayed taken (by another connection) beyond the busy timeout: retry later."""
+def open_store(location: str | Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, max_connections: int = 10) -> Store:
+    """The store at ``location``: a ``postgresql://`` URL, or the path of a SQLite file."""
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        from service.store.postgres import PostgresStore
 
-
-class StorageFullError(StorageError):
-    """The disk (or the database's size limit) is full: the write was rolled back."""
-
-
-class StoreUnavailableError(StorageError):
-    """Any other failure of the database file at run time (I/O error, read-only, damaged)."""
-
-
-class GalleryOpenError(StorageError):
-    """The gallery file cannot be used at start: damaged, foreign or unwritable."""
-
-
-class PersonNotFoundError(KeyError):
-    pass
-
-
-class FaceNotFoundError(KeyError):
-    pass
-
-
-@dataclass(frozen=True)
-class NewFace:
-    embedding: np.ndarray  # (dim,) float32, unit length
-    image_sha256: str
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original image pixels
-    detection_prob: float
-
-
-@dataclass(frozen=True)
-class FaceRecord:
-    id: int
-    person_id: str
-    model_id: str
-    image_sha256: str
-    box: tuple[float, float, float, float]
-    detection_prob: float
-    created_at: float
-
-
-@dataclass(frozen=True)
-class Person:
-    id: str
-    name: str
-    created_at: float
-    face_count: int
-
-
-@dataclass(frozen=True)
-class Match:
-    person_id: str
-    name: str
-    similarity: float
-    face_id: int
-
-
-@dataclass(frozen=True)
-class StoredFace:
-    """A face example with its embedding, as exported and imported (service/state.py)."""
-
-    id: int | None  # None: let the database choose (merge import)
-    person_id: str
-    embedding: np.ndarray  # (dim,) float32, unit length
-    image_sha256: str
-    box: tuple[float, float, float, float]
-    detection_prob: float
-    created_at: float
-
-
-def _open_failure(path: Path, exc: sqlite3.Error) -> str:
-    """One sentence naming the file, what is wrong and the fix, for an error while opening."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_AUTH):
-        return (
-            f"cannot write the gallery {path} ({exc}): make {path.parent} and the files in it writable by uid {os.geteuid()}, "
-            "or set FEWFACE_DATA_DIR to a writable directory"
-        )
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return f"the gallery {path} is locked by another program ({exc}): stop it, then start again"
-    if code == sqlite3.SQLITE_FULL:
-        return f"no space left to open the gallery {path} ({exc}): free disk space, then start again"
-    return (
-        f"the gallery {path} is damaged or not a SQLite database ({exc}): move it (and any -wal/-shm files beside it) away, "
-        "start with the empty directory and load your last state export (POST /v1/state)"
-    )
-
-
-def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
-    """The domain error for a sqlite3 error at run time."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        log.warning("gallery %s busy: %s", path, exc)
-        return StoreBusyError("the gallery database is locked by another program; nothing was changed, retry shortly")
-    if code == sqlite3.SQLITE_FULL:
-        log.error("gallery %s: disk full (%s); the write was rolled back", path, exc)
-        return StorageFullError("no space left for the gallery database; nothing was written: free disk space and retry")
-    log.error("gallery %s failed: %s", path, exc)
-    return StoreUnavailableError(f"the gallery database failed ({exc}); nothing was changed")
+        return PostgresStore(text, busy_timeout=busy_timeout, max_connections=max_connections)
+    return SqliteStore(location, busy_timeout=busy_timeout)
 
 
 _P = ParamSpec("_P")
@@ -184,27 +104,29 @@ _T = TypeVar("_T")
 
 
 def _storage_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
-    """Gallery methods raise StorageError kinds, never raw sqlite3 errors (integrity errors are
+    """Gallery methods raise StorageError kinds, never raw driver errors (integrity errors are
     bugs, not storage trouble, and pass through)."""
 
     @functools.wraps(method)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        store: Store = args[0].store  # type: ignore[attr-defined]
         try:
             return method(*args, **kwargs)
-        except sqlite3.IntegrityError:
+        except store.integrity_errors():
             raise
-        except sqlite3.Error as exc:
-            raise _translate(exc, getattr(args[0], "path", Path("?"))) from exc
+        except store.driver_errors() as exc:
+            raise store.translate(exc) from exc
 
     return wrapper
 
 
 class Gallery:
-    """Thread-safe: one lock serialises every read and write of SQLite and the index."""
+    """One collection's people and faces, and its search index. Thread-safe: one lock serialises
+    every read and write of the collection's rows and its index."""
 
     def __init__(
         self,
-        path: str | Path,
+        location: str | Path | Store,
         model_id: str,
         dim: int,
         *,
@@ -212,177 +134,129 @@ class Gallery:
         index_exact_max: int = DEFAULT_EXACT_MAX,
         index_nprobe: int = 0,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        collection: str = DEFAULT_COLLECTION,
     ) -> None:
-        """Open (creating when new) the gallery at ``path``. Raises DataDirInUseError when another
-        process owns the directory, GalleryOpenError when the file is damaged, foreign or cannot
-        be written, ModelMismatchError when it was built with another model."""
-        self.path = Path(path)
+        """Open (creating when new) the gallery at ``location``: a SQLite file's path or a
+        ``postgresql://`` URL (the gallery then owns the store and closes it), or an open
+        ``Store`` shared with other collections. Raises DataDirInUseError when another process
+        owns the directory, GalleryOpenError when the store is damaged, foreign, unreachable or
+        cannot be written, ModelMismatchError when the collection was built with another model,
+        CollectionNotFoundError for a collection other than ``default`` that does not exist."""
+        self.model_id = model_id
+        self.dim = dim
+        self.collection = collection
         self.pipeline = pipeline or LEGACY_PIPELINES.get(model_id, LEGACY_PIPELINE)
         # The index is exact up to index_exact_max faces and IVF above (service/index.py); it
         # switches in place inside add/remove, which run under self._lock.
         self._index_options = {"exact_max": index_exact_max, "nprobe": index_nprobe}
-        self.model_id = model_id
-        self.dim = dim
         self._lock = threading.RLock()
         self._undecodable: dict[int, str] = {}  # face id -> why its row cannot be used
         self._undecodable_people: dict[str, str] = {}  # person id -> why
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._dir_lock = DataDirLock(self.path.parent)
-        except OSError as exc:
-            raise GalleryOpenError(
-                f"cannot use data directory {self.path.parent} ({exc.strerror or exc}): make it a directory writable by uid "
-                f"{os.geteuid()}, or set FEWFACE_DATA_DIR to one"
-            ) from None
         self._index = VectorIndex(dim, **self._index_options)
         self._face_person: dict[int, str] = {}
         self._names: dict[str, str] = {}
+        self.loaded_seq = 0  # the change log's last seq the index reflects (replicas follow from there)
+        self._owns_store = not hasattr(location, "write")
+        self.store: Store = open_store(location, busy_timeout=busy_timeout) if self._owns_store else location  # type: ignore[assignment,arg-type]
+        self.path: Path | None = self.store.path
+        self.location = self.store.location
         try:
-            self._db = self._open(busy_timeout)
             try:
+                self._check_collection()
                 self._rebuild()
-            except BaseException:
-                self._db.close()
+            except self.store.integrity_errors():
                 raise
-        except sqlite3.Error as exc:  # damage quick_check did not see, met while reading every row
-            self._dir_lock.release()
-            raise GalleryOpenError(_open_failure(self.path, exc)) from None
+            except self.store.driver_errors() as exc:  # damage the store's checks did not see, met while reading every row
+                if self.store.dialect == "sqlite":
+                    from service.store.sqlite import open_failure
+
+                    raise GalleryOpenError(open_failure(Path(self.location), exc)) from None  # type: ignore[arg-type]
+                raise GalleryOpenError(f"cannot read the gallery {self.location}: {exc}") from None
         except BaseException:
-            self._dir_lock.release()
+            if self._owns_store:
+                self.store.close()
             raise
 
     # -- setup -------------------------------------------------------------------------
-    def _open(self, busy_timeout: float) -> sqlite3.Connection:
-        """Connect, check the file is a healthy, writable Fewface gallery (or new), create the
-        schema and check the model; sqlite3 errors become GalleryOpenError with the fix."""
-        db: sqlite3.Connection | None = None
-        try:
-            db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
-            self._db = db
-            # Read-only checks first: a foreign or damaged file is left exactly as it was.
-            problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
-            if problems != ["ok"]:
-                raise sqlite3.DatabaseError("; ".join(problems))
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
-            if (tables and "meta" not in tables) or not tables <= TABLES:
-                raise GalleryOpenError(
-                    f"{self.path} is a SQLite database but not a Fewface gallery (tables: {', '.join(sorted(tables))}); "
-                    "point FEWFACE_DATA_DIR at another directory, or move that file away"
+    def _check_collection(self) -> None:
+        """The collection's catalog row: created for ``default`` when new; its model must be ours."""
+        with self.store.write() as tx:
+            row = tx.execute("SELECT model_id, dim, pipeline FROM collections WHERE id = ?", (self.collection,)).fetchone()
+            if row is None:
+                if self.collection != DEFAULT_COLLECTION:
+                    raise CollectionNotFoundError(self.collection)
+                tx.execute(
+                    "INSERT INTO collections (id, model_id, dim, pipeline, key_hash, created_at) VALUES (?, ?, ?, ?, NULL, ?)",
+                    (self.collection, self.model_id, self.dim, self.pipeline, time.time()),
                 )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            with self._transaction() as tx:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        tx.execute(statement)
-                tx.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")  # proves the file can be written
-            self._check_meta()
-        except sqlite3.Error as exc:
-            if db is not None:
-                db.close()
-            raise GalleryOpenError(_open_failure(self.path, exc)) from None
-        except BaseException:
-            if db is not None:
-                db.close()
-            raise
-        return db
-
-    def _check_meta(self) -> None:
-        with self._transaction() as db:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            if not meta:
-                db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("model_id", self.model_id),
-                        ("dim", str(self.dim)),
-                        ("pipeline", self.pipeline),
-                    ],
-                )
+                tx.log_change(self.collection, "collection_create")
                 return
-        if meta.get("model_id") != self.model_id or int(meta.get("dim", -1)) != self.dim:
-            raise ModelMismatchError(
-                f"gallery {self.path} was built with model {meta.get('model_id')!r} ({meta.get('dim')}-D) "
-                f"but this service runs {self.model_id!r} ({self.dim}-D); use that model "
-                "or another FEWFACE_DATA_DIR"
-            )
-        stored = meta.get("pipeline") or LEGACY_PIPELINES.get(self.model_id, LEGACY_PIPELINE)
-        if stored != self.pipeline:
-            raise ModelMismatchError(
-                f"gallery {self.path} was taught with the {self.model_id} pipeline {stored!r} but this service runs "
-                f"{self.pipeline!r}: embeddings from different face crops are not comparable, so they are never mixed. "
-                f"Either start with {pipeline_settings(stored)} to keep using this gallery as it is, or re-teach "
-                "the people from their photos into a new FEWFACE_DATA_DIR (a state export carries the old vectors "
-                "and cannot convert them)"
-            )
+        check_model(self.location, self.collection, row, self.model_id, self.dim, self.pipeline)
 
     def _rebuild(self) -> None:
-        """Rebuild names and the index from SQLite, decoding every row; rows that do not decode
-        stay in the file but out of search and export (logged; ``python -m service check``)."""
+        """Rebuild names and the index from the store, decoding every row; rows that do not decode
+        stay in the store but out of search and export (logged; ``python -m service check``)."""
         with self._lock:
-            self._index = VectorIndex(self.dim, **self._index_options)
+            index = VectorIndex(self.dim, **self._index_options)
             names: dict[str, str] = {}
             undecodable_people: dict[str, str] = {}
-            for person_id, name, created_at in self._db.execute("SELECT id, name, created_at FROM people"):
-                problem = _person_problem(person_id, name, created_at)
-                if problem is None:
-                    names[person_id] = name
-                else:
-                    undecodable_people[str(person_id)] = problem
             ids: list[int] = []
             vectors: list[np.ndarray] = []
             face_person: dict[int, str] = {}
             undecodable: dict[int, str] = {}
-            rows = self._db.execute(
-                "SELECT id, person_id, embedding, image_sha256, box, detection_prob, created_at FROM faces WHERE model_id = ?",
-                (self.model_id,),
-            )
-            for row in rows:
-                problem = _face_problem(row, self.dim)
-                if problem is None and row[1] not in names:
-                    problem = f"person {row[1]!r} " + ("is damaged" if str(row[1]) in undecodable_people else "does not exist")
-                if problem is not None:
-                    undecodable[row[0]] = problem
-                    continue
-                ids.append(row[0])
-                vectors.append(np.frombuffer(row[2], dtype=np.float32))
-                face_person[row[0]] = row[1]
+            with self.store.read(snapshot=True) as tx:
+                seq = tx.execute("SELECT MAX(seq) FROM changes").fetchone()[0]
+                for person_id, name, created_at in tx.execute(
+                    "SELECT id, name, created_at FROM people WHERE collection = ?", (self.collection,)
+                ):
+                    problem = _person_problem(person_id, name, created_at)
+                    if problem is None:
+                        names[person_id] = name
+                    else:
+                        undecodable_people[str(person_id)] = problem
+                rows = tx.stream(
+                    f"SELECT {FACE_COLUMNS} FROM faces WHERE collection = ? AND model_id = ?", (self.collection, self.model_id)
+                )
+                for row in rows:
+                    problem = _face_problem(row, self.dim)
+                    if problem is None and row[1] not in names:
+                        problem = f"person {row[1]!r} " + ("is damaged" if str(row[1]) in undecodable_people else "does not exist")
+                    if problem is not None:
+                        undecodable[row[0]] = problem
+                        continue
+                    ids.append(row[0])
+                    vectors.append(np.frombuffer(row[2], dtype=np.float32))
+                    face_person[row[0]] = row[1]
             if ids:
-                self._index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
-            self._names, self._face_person, self._undecodable = names, face_person, undecodable
+                index.add(np.asarray(ids, dtype=np.int64), np.stack(vectors))
+            self._index, self._names, self._face_person, self._undecodable = index, names, face_person, undecodable
             self._undecodable_people = undecodable_people
+            self.loaded_seq = int(seq or 0)
             if undecodable or undecodable_people:
                 log.warning(
-                    "gallery %s: %d face rows and %d person rows do not decode and are left out of search and export; "
+                    "gallery %s (collection %s): %d face rows and %d person rows do not decode and are left out of search and export; "
                     "run `python -m service check` to list them and `python -m service check --repair` to delete them",
-                    self.path,
+                    self.location,
+                    self.collection,
                     len(undecodable),
                     len(undecodable_people),
                 )
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; any failure, the COMMIT's own included, rolls back (SQLite
-        may already have, e.g. on SQLITE_FULL) so the database is as it was."""
+    def clear_index(self) -> None:
+        """Forget every face in the index (the collection was deleted)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    try:
-                        self._db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        log.exception("rollback of %s failed", self.path)
-                raise
+            self._index = VectorIndex(self.dim, **self._index_options)
+            self._face_person, self._names = {}, {}
+
+    def adopt_store(self) -> None:
+        """From now on closing this gallery closes its store (service/store/__init__.py)."""
+        self._owns_store = True
 
     def close(self) -> None:
+        """Close the gallery (and its store when it opened it: for SQLite, the data directory's lock)."""
         with self._lock:
-            self._db.close()
-            self._dir_lock.release()
+            if self._owns_store:
+                self.store.close()
 
     # -- writes ------------------------------------------------------------------------
     @_storage_errors
@@ -392,14 +266,19 @@ class Gallery:
         (person, the person's records for these faces, created)."""
         vectors = [_unit(face.embedding, self.dim) for face in faces]
         now = time.time()
+        c = self.collection
         with self._lock:
-            with self._transaction() as db:
-                row = db.execute("SELECT name FROM people WHERE id = ?", (person_id,)).fetchone()
+            with self.store.write() as db:
+                row = db.execute("SELECT name FROM people WHERE collection = ? AND id = ?", (c, person_id)).fetchone()
                 created = row is None
                 if created:
-                    db.execute("INSERT INTO people (id, name, created_at) VALUES (?, ?, ?)", (person_id, name or person_id, now))
+                    db.execute(
+                        "INSERT INTO people (collection, id, name, created_at) VALUES (?, ?, ?, ?)", (c, person_id, name or person_id, now)
+                    )
+                    db.log_change(c, "person", person_id)
                 elif name and name != row[0]:
-                    db.execute("UPDATE people SET name = ? WHERE id = ?", (name, person_id))
+                    db.execute("UPDATE people SET name = ? WHERE collection = ? AND id = ?", (name, c, person_id))
+                    db.log_change(c, "person", person_id)
                 face_ids, new_ids = [], []
                 for face, vec in zip(faces, vectors, strict=True):
                     existing = self._existing_face(db, person_id, face.image_sha256)
@@ -408,6 +287,7 @@ class Gallery:
                         continue
                     face_ids.append(self._insert_face(db, None, person_id, vec, face.image_sha256, face.box, face.detection_prob, now))
                     new_ids.append((face_ids[-1], vec))
+                    db.log_change(c, "face_add", person_id, face_ids[-1])
                 person = self._person(db, person_id)
                 records = [self._face(db, face_id) for face_id in face_ids]
             # Committed; the lock is still held, so no search sees a half-updated index.
@@ -420,9 +300,13 @@ class Gallery:
     @_storage_errors
     def rename(self, person_id: str, name: str) -> Person:
         with self._lock:
-            with self._transaction() as db:
-                if db.execute("UPDATE people SET name = ? WHERE id = ?", (name, person_id)).rowcount == 0:
+            with self.store.write() as db:
+                if (
+                    db.execute("UPDATE people SET name = ? WHERE collection = ? AND id = ?", (name, self.collection, person_id)).rowcount
+                    == 0
+                ):
                     raise PersonNotFoundError(person_id)
+                db.log_change(self.collection, "person", person_id)
                 person = self._person(db, person_id)
             self._names[person_id] = name
         return person
@@ -430,35 +314,44 @@ class Gallery:
     @_storage_errors
     def delete_person(self, person_id: str) -> int:
         """Delete a person and all their face examples; returns how many examples went."""
+        c = self.collection
         with self._lock:
-            with self._transaction() as db:
-                face_ids = [r[0] for r in db.execute("SELECT id FROM faces WHERE person_id = ?", (person_id,))]
-                if db.execute("DELETE FROM people WHERE id = ?", (person_id,)).rowcount == 0:
+            with self.store.write() as db:
+                face_ids = [r[0] for r in db.execute("SELECT id FROM faces WHERE collection = ? AND person_id = ?", (c, person_id))]
+                if db.execute("DELETE FROM people WHERE collection = ? AND id = ?", (c, person_id)).rowcount == 0:
                     raise PersonNotFoundError(person_id)
+                db.log_change(c, "person_delete", person_id)
             self._forget(face_ids)
             self._names.pop(person_id, None)
         return len(face_ids)
 
     @_storage_errors
     def delete_face(self, person_id: str, face_id: int) -> None:
+        c = self.collection
         with self._lock:
-            with self._transaction() as db:
-                if db.execute("SELECT 1 FROM people WHERE id = ?", (person_id,)).fetchone() is None:
+            with self.store.write() as db:
+                if db.execute("SELECT 1 FROM people WHERE collection = ? AND id = ?", (c, person_id)).fetchone() is None:
                     raise PersonNotFoundError(person_id)
-                if face_id >= 2**63 or db.execute("DELETE FROM faces WHERE id = ? AND person_id = ?", (face_id, person_id)).rowcount == 0:
+                if (
+                    not 0 <= face_id < 2**63
+                    or db.execute("DELETE FROM faces WHERE id = ? AND collection = ? AND person_id = ?", (face_id, c, person_id)).rowcount
+                    == 0
+                ):
                     raise FaceNotFoundError(face_id)
+                db.log_change(c, "face_delete", person_id, face_id)
             self._forget([face_id])
 
-    def _existing_face(self, db: sqlite3.Connection, person_id: str, image_sha256: str) -> int | None:
+    def _existing_face(self, db: Tx, person_id: str, image_sha256: str) -> int | None:
         """Id of the example this person already has from this image (same model), if any."""
         row = db.execute(
-            "SELECT id FROM faces WHERE person_id = ? AND image_sha256 = ? AND model_id = ?", (person_id, image_sha256, self.model_id)
+            "SELECT id FROM faces WHERE collection = ? AND person_id = ? AND image_sha256 = ? AND model_id = ?",
+            (self.collection, person_id, image_sha256, self.model_id),
         ).fetchone()
         return None if row is None else int(row[0])
 
     def _insert_face(
         self,
-        db: sqlite3.Connection,
+        db: Tx,
         face_id: int | None,
         person_id: str,
         vector: np.ndarray,
@@ -468,12 +361,22 @@ class Gallery:
         created_at: float,
     ) -> int:
         """Insert one example (``face_id`` None: the database picks it); returns its id."""
-        cur = db.execute(
-            "INSERT INTO faces (id, person_id, model_id, embedding, image_sha256, box, detection_prob, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (face_id, person_id, self.model_id, vector.tobytes(), image_sha256, json.dumps(list(box)), detection_prob, created_at),
+        values = (
+            self.collection,
+            person_id,
+            self.model_id,
+            vector.tobytes(),
+            image_sha256,
+            json.dumps(list(box)),
+            detection_prob,
+            created_at,
         )
-        return int(cur.lastrowid)
+        columns = "collection, person_id, model_id, embedding, image_sha256, box, detection_prob, created_at"
+        if face_id is None:
+            sql = f"INSERT INTO faces ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+        else:
+            sql, values = f"INSERT INTO faces (id, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id", (face_id, *values)
+        return int(db.execute(sql, values).fetchone()[0])
 
     def _forget(self, face_ids: list[int]) -> None:
         self._index.remove(face_ids)
@@ -483,10 +386,13 @@ class Gallery:
     @_storage_errors
     def rename_all(self, old_name: str, new_name: str) -> int:
         """Rename every person called ``old_name``; returns how many were renamed."""
+        c = self.collection
         with self._lock:
-            with self._transaction() as db:
-                ids = [r[0] for r in db.execute("SELECT id FROM people WHERE name = ?", (old_name,))]
-                db.execute("UPDATE people SET name = ? WHERE name = ?", (new_name, old_name))
+            with self.store.write() as db:
+                ids = [r[0] for r in db.execute("SELECT id FROM people WHERE collection = ? AND name = ?", (c, old_name))]
+                db.execute("UPDATE people SET name = ? WHERE collection = ? AND name = ?", (new_name, c, old_name))
+                for person_id in ids:
+                    db.log_change(c, "person", person_id)
             self._names.update({person_id: new_name for person_id in ids})
         return len(ids)
 
@@ -496,12 +402,15 @@ class Gallery:
         """Every person and face example with its embedding, read in one consistent snapshot.
         Rows that do not decode are left out (``undecodable()`` counts them; logged)."""
         with self._lock:
-            people = [p for p in self.list_people(limit=-1) if p.id not in self._undecodable_people]
-            names = {p.id for p in people}
-            rows = self._db.execute(
-                "SELECT id, person_id, embedding, image_sha256, box, detection_prob, created_at FROM faces WHERE model_id = ? ORDER BY id",
-                (self.model_id,),
-            ).fetchall()
+            with self.store.read(snapshot=True) as tx:
+                people = [p for p in self._list_people(tx, NO_LIMIT, 0) if p.id not in self._undecodable_people]
+                rows = list(
+                    tx.stream(
+                        f"SELECT {FACE_COLUMNS} FROM faces WHERE collection = ? AND model_id = ? ORDER BY id",
+                        (self.collection, self.model_id),
+                    )
+                )
+        names = {p.id for p in people}
         faces, skipped = [], 0
         for r in rows:
             if _face_problem(r, self.dim) is not None or r[1] not in names:
@@ -510,8 +419,9 @@ class Gallery:
             faces.append(StoredFace(r[0], r[1], np.frombuffer(r[2], dtype=np.float32).copy(), r[3], tuple(json.loads(r[4])), r[5], r[6]))
         if skipped or self._undecodable_people:
             log.warning(
-                "export of %s left out %d face rows and %d person rows that do not decode",
-                self.path,
+                "export of %s (collection %s) left out %d face rows and %d person rows that do not decode",
+                self.location,
+                self.collection,
                 skipped,
                 len(self._undecodable_people),
             )
@@ -519,7 +429,7 @@ class Gallery:
 
     def undecodable(self) -> tuple[dict[str, str], dict[int, str]]:
         """(person id -> problem, face id -> problem) for the rows found not to decode when the
-        gallery was opened (or last rebuilt); they are kept in the file but never served."""
+        gallery was opened (or last rebuilt); they are kept in the store but never served."""
         with self._lock:
             return dict(self._undecodable_people), dict(self._undecodable)
 
@@ -527,51 +437,71 @@ class Gallery:
     def delete_undecodable(self) -> tuple[int, int]:
         """Delete the rows ``undecodable()`` lists (``python -m service check --repair``);
         returns (people, faces) deleted."""
+        c = self.collection
         with self._lock:
             people, faces = self.undecodable()
-            with self._transaction() as db:
-                db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in faces])
-                db.executemany("DELETE FROM faces WHERE person_id = ?", [(i,) for i in people])
-                db.executemany("DELETE FROM people WHERE id = ?", [(i,) for i in people])
+            with self.store.write() as db:
+                db.executemany("DELETE FROM faces WHERE id = ? AND collection = ?", [(i, c) for i in faces])
+                db.executemany("DELETE FROM faces WHERE collection = ? AND person_id = ?", [(c, i) for i in people])
+                db.executemany("DELETE FROM people WHERE collection = ? AND id = ?", [(c, i) for i in people])
+                db.log_change(c, "reload")
             self._rebuild()
         return len(people), len(faces)
 
     @_storage_errors
     def import_snapshot(self, people: Sequence[tuple[str, str, float]], faces: Sequence[StoredFace], *, replace: bool) -> tuple[int, int]:
         """Load (id, name, created_at) people and their face examples in one transaction: all or
-        nothing. ``replace`` empties the gallery first and keeps the examples' ids; otherwise the
-        file is merged in (people keep their id and take the file's name, examples get new ids,
-        an image a person already has is not stored twice). The index is rebuilt after commit.
+        nothing. ``replace`` empties the collection first and keeps the examples' ids (unless
+        another collection uses one of them: then all get new ids); otherwise the file is merged
+        in (people keep their id and take the file's name, examples get new ids, an image a
+        person already has is not stored twice). The index is rebuilt after commit.
         Returns (people, face examples) written."""
         vectors = [_unit(face.embedding, self.dim) for face in faces]
+        c = self.collection
         with self._lock:
-            with self._transaction() as db:
+            with self.store.write() as db:
                 if replace:
-                    db.execute("DELETE FROM faces")
-                    db.execute("DELETE FROM people")
+                    db.execute("DELETE FROM faces WHERE collection = ?", (c,))
+                    db.execute("DELETE FROM people WHERE collection = ?", (c,))
+                keep_ids = replace and not self._ids_taken(db, [f.id for f in faces if f.id is not None])
                 for person_id, name, created_at in people:
                     db.execute(
-                        "INSERT INTO people (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name",
-                        (person_id, name, created_at),
+                        "INSERT INTO people (collection, id, name, created_at) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (collection, id) DO UPDATE SET name = excluded.name",
+                        (c, person_id, name, created_at),
                     )
                 written = 0
                 for face, vec in zip(faces, vectors, strict=True):
                     if not replace and self._existing_face(db, face.person_id, face.image_sha256) is not None:
                         continue
-                    face_id = face.id if replace else None
+                    face_id = face.id if keep_ids else None
                     self._insert_face(db, face_id, face.person_id, vec, face.image_sha256, face.box, face.detection_prob, face.created_at)
                     written += 1
+                if keep_ids:
+                    self.store.reserve_ids(db)
+                db.log_change(c, "reload")
             self._rebuild()
         return len(people), written
+
+    def _ids_taken(self, db: Tx, ids: list[int]) -> bool:
+        """Whether any of these face ids is used (by another collection: this one was emptied)."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            if db.execute(f"SELECT 1 FROM faces WHERE id IN ({marks}) LIMIT 1", chunk).fetchone() is not None:
+                return True
+        return False
 
     @_storage_errors
     def person_embeddings(self, person_id: str) -> np.ndarray:
         """(n, dim) embeddings of one person's examples; PersonNotFoundError when unknown."""
         with self._lock:
-            self._person(self._db, person_id)
-            rows = self._db.execute(
-                "SELECT embedding FROM faces WHERE person_id = ? AND model_id = ? ORDER BY id", (person_id, self.model_id)
-            ).fetchall()
+            with self.store.read() as tx:
+                self._person(tx, person_id)
+                rows = tx.execute(
+                    "SELECT embedding FROM faces WHERE collection = ? AND person_id = ? AND model_id = ? ORDER BY id",
+                    (self.collection, person_id, self.model_id),
+                ).fetchall()
         return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
 
     # -- reads -------------------------------------------------------------------------
@@ -608,27 +538,38 @@ class Gallery:
     @_storage_errors
     def list_people(self, limit: int = 1000, offset: int = 0) -> list[Person]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT p.id, p.name, p.created_at, COUNT(f.id) FROM people p LEFT JOIN faces f ON f.person_id = p.id"
-                " GROUP BY p.id ORDER BY p.created_at, p.id LIMIT ? OFFSET ?",
-                (limit, offset),
-            ).fetchall()
+            with self.store.read() as tx:
+                return self._list_people(tx, NO_LIMIT if limit < 0 else limit, offset)
+
+    def _list_people(self, tx: Tx, limit: int, offset: int) -> list[Person]:
+        rows = tx.execute(
+            "SELECT p.id, p.name, p.created_at, COUNT(f.id) FROM people p"
+            " LEFT JOIN faces f ON f.collection = p.collection AND f.person_id = p.id"
+            f" WHERE p.collection = ? GROUP BY p.collection, p.id ORDER BY p.created_at, p.id{self.store.text_order} LIMIT ? OFFSET ?",
+            (self.collection, limit, offset),
+        ).fetchall()
         return [Person(r[0], r[1], r[2], r[3]) for r in rows]
 
     @_storage_errors
     def get_person(self, person_id: str) -> tuple[Person, list[FaceRecord]]:
         with self._lock:
-            person = self._person(self._db, person_id)
-            face_ids = [r[0] for r in self._db.execute("SELECT id FROM faces WHERE person_id = ? ORDER BY id", (person_id,))]
-            return person, [self._face(self._db, f) for f in face_ids if f not in self._undecodable]
+            with self.store.read() as tx:
+                person = self._person(tx, person_id)
+                rows = tx.execute(
+                    "SELECT id, person_id, model_id, image_sha256, box, detection_prob, created_at FROM faces"
+                    " WHERE collection = ? AND person_id = ? ORDER BY id",
+                    (self.collection, person_id),
+                ).fetchall()
+            return person, [_face_record(r) for r in rows if r[0] not in self._undecodable]
 
     @_storage_errors
     def counts(self) -> tuple[int, int]:
         """(people, face examples) in the database."""
         with self._lock:
-            people = self._db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
-            faces = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
-        return people, faces
+            with self.store.read() as tx:
+                people = tx.execute("SELECT COUNT(*) FROM people WHERE collection = ?", (self.collection,)).fetchone()[0]
+                faces = tx.execute("SELECT COUNT(*) FROM faces WHERE collection = ?", (self.collection,)).fetchone()[0]
+        return int(people), int(faces)
 
     def index_ids(self) -> set[int]:
         """Face ids currently searchable (for consistency checks)."""
@@ -644,26 +585,54 @@ class Gallery:
     @_storage_errors
     def database_ids(self) -> set[int]:
         with self._lock:
-            return {r[0] for r in self._db.execute("SELECT id FROM faces WHERE model_id = ?", (self.model_id,))}
+            with self.store.read() as tx:
+                return {
+                    int(r[0])
+                    for r in tx.execute("SELECT id FROM faces WHERE collection = ? AND model_id = ?", (self.collection, self.model_id))
+                }
 
-    @staticmethod
-    def _person(db: sqlite3.Connection, person_id: str) -> Person:
+    def _person(self, db: Tx, person_id: str) -> Person:
         row = db.execute(
-            "SELECT p.id, p.name, p.created_at, (SELECT COUNT(*) FROM faces f WHERE f.person_id = p.id) FROM people p WHERE p.id = ?",
-            (person_id,),
+            "SELECT p.id, p.name, p.created_at,"
+            " (SELECT COUNT(*) FROM faces f WHERE f.collection = p.collection AND f.person_id = p.id)"
+            " FROM people p WHERE p.collection = ? AND p.id = ?",
+            (self.collection, person_id),
         ).fetchone()
         if row is None:
             raise PersonNotFoundError(person_id)
         return Person(row[0], row[1], row[2], row[3])
 
-    @staticmethod
-    def _face(db: sqlite3.Connection, face_id: int) -> FaceRecord:
+    def _face(self, db: Tx, face_id: int) -> FaceRecord:
         r = db.execute(
-            "SELECT id, person_id, model_id, image_sha256, box, detection_prob, created_at FROM faces WHERE id = ?", (face_id,)
+            "SELECT id, person_id, model_id, image_sha256, box, detection_prob, created_at FROM faces WHERE id = ? AND collection = ?",
+            (face_id, self.collection),
         ).fetchone()
         if r is None:
             raise FaceNotFoundError(face_id)
-        return FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6])
+        return _face_record(r)
+
+
+def _face_record(r: Sequence[Any]) -> FaceRecord:
+    return FaceRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6])
+
+
+def check_model(location: str, collection: str, row: Sequence[Any], model_id: str, dim: int, pipeline: str) -> None:
+    """ModelMismatchError unless the catalog row (model_id, dim, pipeline) is this service's."""
+    where = f"gallery {location}" if collection == DEFAULT_COLLECTION else f"collection {collection!r} of {location}"
+    if row[0] != model_id or int(row[1]) != dim:
+        raise ModelMismatchError(
+            f"{where} was built with model {row[0]!r} ({row[1]}-D) but this service runs {model_id!r} ({dim}-D); use that model "
+            "or another FEWFACE_DATA_DIR"
+        )
+    stored = row[2] or LEGACY_PIPELINES.get(model_id, LEGACY_PIPELINE)
+    if stored != pipeline:
+        raise ModelMismatchError(
+            f"{where} was taught with the {model_id} pipeline {stored!r} but this service runs "
+            f"{pipeline!r}: embeddings from different face crops are not comparable, so they are never mixed. "
+            f"Either start with {pipeline_settings(stored)} to keep using this gallery as it is, or re-teach "
+            "the people from their photos into a new FEWFACE_DATA_DIR (a state export carries the old vectors "
+            "and cannot convert them)"
+        )
 
 
 def pipeline_settings(pipeline: str) -> str:
