@@ -38,6 +38,7 @@ BATCH = 2000  # changes read per query
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
 RELOAD_OPS = frozenset({"reload", "collection_create"})  # the whole collection is read again
 DELETE_OP = "collection_delete"
+PERSON_DELETE_OP = "person_delete"  # names only the person: their faces are looked for in the index
 
 
 class FeedSource(Protocol):
@@ -56,7 +57,7 @@ class FeedTarget(Protocol):
 
     loaded_seq: int
 
-    def reconcile(self, face_ids: set[int], person_ids: set[str], source: FeedSource, seq: int) -> None: ...
+    def reconcile(self, face_ids: set[int], person_ids: set[str], source: FeedSource, seq: int, deleted: frozenset[str]) -> None: ...
 
     def reload(self) -> None: ...
 
@@ -90,6 +91,7 @@ class _Source:
 class _Batch:
     face_ids: set[int] = field(default_factory=set)
     person_ids: set[str] = field(default_factory=set)
+    deleted_people: set[str] = field(default_factory=set)
     reload: bool = False
     deleted: bool = False  # the collection was deleted (and not created again after)
     top: int = 0  # newest seq in the batch
@@ -226,6 +228,8 @@ class ChangeFeed:
                 batch.reload, batch.deleted = True, False
             elif op == DELETE_OP:
                 batch.deleted = True
+            elif op == PERSON_DELETE_OP and person_id is not None:
+                batch.deleted_people.add(str(person_id))
             if face_id is not None:
                 batch.face_ids.add(int(face_id))
             if person_id is not None:
@@ -239,7 +243,8 @@ class ChangeFeed:
             elif batch.reload:
                 gallery.reload()
             else:
-                gallery.reconcile(batch.face_ids, batch.person_ids, _Source(self._conn, collection), batch.top)
+                source = _Source(self._conn, collection)
+                gallery.reconcile(batch.face_ids, batch.person_ids, source, batch.top, frozenset(batch.deleted_people))
         for gallery in loaded.values():
             gallery.loaded_seq = max(gallery.loaded_seq, top)
         full = len(rows) >= BATCH
