@@ -264,7 +264,11 @@ def test_postgresql_restart_under_load(cluster: Cluster, pg_server: PgServer) ->
     try:
         assert all(a.wait(60) for a in acks)
         pg_server.restart()  # fast: every connection is cut; committed data stays
-        time.sleep(3.0)  # the load goes on after the restart
+        acked_at_restart = len(ledger.acked)
+        deadline = time.monotonic() + 20
+        while len(ledger.acked) < acked_at_restart + 4:  # the load goes on: writes are acknowledged again
+            assert time.monotonic() < deadline, f"no teach acknowledged after the restart ({len(ledger.refused)} refused)"
+            time.sleep(0.1)
     finally:
         stop.set()
         for t in threads:
