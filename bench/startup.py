@@ -78,6 +78,34 @@ def fill(url: str, faces: int, model_id: str, dim: int, seed: int = 1) -> float:
     return time.perf_counter() - started
 
 
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def open_in_process(url: str) -> tuple[float, int, str]:
+    """(seconds, RSS growth KiB, index kind) for opening the gallery here: what a replica does at
+    start apart from loading its models (read every row, build the index)."""
+    import gc
+
+    from service.store import open_gallery
+
+    gc.collect()
+    before = rss_kb()
+    started = time.perf_counter()
+    gallery = open_gallery(Settings.from_env({}, database_url=url))
+    took = time.perf_counter() - started
+    gc.collect()
+    grown = rss_kb() - before
+    kind = gallery.index_kind
+    gallery.close()
+    del gallery
+    gc.collect()
+    return took, grown, kind
+
+
 def start_replica(url: str, work: Path, name: str) -> tuple[float, int]:
     """(seconds to ready, RSS KiB once ready)."""
     server = ServerProcess(work / name, work / f"{name}.log", FEWFACE_DATABASE_URL=url)
@@ -105,11 +133,13 @@ def main() -> int:
             model_id, dim = make_schema(url)
             copy_s = fill(url, size, model_id, dim) if size else 0.0
             db_mb = float(pg.psql(f"SELECT pg_database_size('g{size}')")) / 2**20
+            open_s, grown, kind = open_in_process(url) if size else (0.0, 0, "-")
             took, rss = start_replica(url, work, f"r{size}")
             results[size] = (took, rss)
             print(
-                f"{size:>9} faces ({dim}-D): COPY {copy_s:6.1f} s, database {db_mb:7.0f} MiB; "
-                f"replica ready in {took:6.1f} s, RSS {rss / 1024:7.0f} MiB   (load {os.getloadavg()[0]:.2f})"
+                f"{size:>9} faces ({dim}-D): COPY {copy_s:6.1f} s, database {db_mb:7.0f} MiB; gallery open (rows + {kind} index) "
+                f"{open_s:6.1f} s, +{grown / 1024:6.0f} MiB; replica ready in {took:6.1f} s, RSS {rss / 1024:7.0f} MiB "
+                f"(load {os.getloadavg()[0]:.2f})"
             )
             pg.drop_database(f"g{size}")
     if 0 in results:
