@@ -1,5 +1,6 @@
 """``python -m service``: serve the API with waitress (a production WSGI server).
-``python -m service check [--repair]``: check the gallery's rows (service/store/check.py)."""
+``python -m service check [--repair]``: check the gallery's rows (service/store/check.py).
+``python -m service migrate-store --to postgresql://...``: copy the SQLite gallery into PostgreSQL (service/store/copy.py)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         from service.store.check import check_main
 
         return check_main(args[1:])
+    if args[:1] == ["migrate-store"]:
+        from service.store.copy import migrate_store_main
+
+        return migrate_store_main(args[1:])
     if args:
         logging.basicConfig(level=logging.INFO)
-        log.error("usage: python -m service [check [--repair]]")
+        log.error("usage: python -m service [check [--repair] | migrate-store --to postgresql://...]")
         return 2
     try:
         settings = Settings.from_env()

@@ -18,7 +18,7 @@ from service import create_app
 from service.config import Settings
 from service.http.errors import INTERNAL_ERRORS
 from service.recognizer import Engine
-from tests.pgfixtures import pg_server, pg_url  # noqa: F401 (fixtures: a real PostgreSQL, tests/pgserver.py)
+from tests.pgfixtures import gallery_location, pg_server, pg_url, store_kind, store_settings  # noqa: F401 (fixtures: tests/pgfixtures.py)
 from tests.serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ def check_main(args: list[str]) -> int:
         log.error("configuration error: %s", exc)
         return 2
     path = Path(settings.data_dir) / GALLERY_FILE
-    if not path.is_file():
+    if not settings.database_url and not path.is_file():
         log.error("no gallery at %s (FEWFACE_DATA_DIR=%s)", path, settings.data_dir)
         return 1
     try:
@@ -47,7 +47,7 @@ def check_main(args: list[str]) -> int:
             log.warning("face %d: %s", face_id, problem)
         log.info(
             "gallery %s (model %s): %d people, %d face rows; %d person rows and %d face rows do not decode",
-            path,
+            gallery.location,
             gallery.model_id,
             people,
             faces,
