@@ -141,3 +141,20 @@ def test_thread_follows_reconnects_and_reports_staleness(pg_url: str, pg_server:
         feed.stop()
         writer.close()
         follower.close()
+
+
+def test_feed_stops_when_its_registry_is_gone(pg_url: str) -> None:
+    import gc
+
+    registry = Galleries(open_gallery(pg_url))
+    feed = ChangeFeed.following(pg_url, registry, poll_interval=0.1).start()
+    deadline = time.monotonic() + 10
+    while not feed.connected():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    registry.close()
+    del registry
+    gc.collect()
+    assert feed._thread is not None
+    feed._thread.join(timeout=5)
+    assert not feed._thread.is_alive() and not feed.connected()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -105,7 +106,7 @@ class ChangeFeed:
     def __init__(
         self,
         url: str,
-        galleries: Callable[[], Mapping[str, FeedTarget]],
+        galleries: Callable[[], Mapping[str, FeedTarget] | None],
         poll_interval: float = 1.0,
         forget: Callable[[str], None] | None = None,
     ) -> None:
@@ -122,9 +123,26 @@ class ChangeFeed:
         self._thread: threading.Thread | None = None
         self._error = ""
 
+    @classmethod
+    def following(cls, url: str, registry: Any, poll_interval: float = 1.0) -> ChangeFeed:
+        """A feed for a ``Galleries`` registry (service/store/registry.py) that holds it only
+        weakly: once the app owning it is gone, the feed stops and closes its connection."""
+        ref = weakref.ref(registry)
+
+        def opened() -> Mapping[str, FeedTarget] | None:
+            r = ref()
+            return None if r is None else r.opened()
+
+        def forget(cid: str) -> None:
+            r = ref()
+            if r is not None:
+                r.forget(cid)
+
+        return cls(url, opened, poll_interval, forget=forget)
+
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> ChangeFeed:
-        loaded = self.galleries()
+        loaded = self.galleries() or {}
         self._seq = min((g.loaded_seq for g in loaded.values()), default=0)
         self._thread = threading.Thread(target=self._run, name="fewface-feed", daemon=True)
         self._thread.start()
@@ -179,6 +197,8 @@ class ChangeFeed:
                     pass  # a full batch: read on at once
                 backoff = BACKOFF_MIN
                 self._error = ""
+                if self._stop.is_set():
+                    break
                 for _ in self._conn.notifies(timeout=self.poll_interval, stop_after=1):
                     pass
             except Exception as exc:  # noqa: BLE001 - any failure: drop the connection, back off, reconnect
@@ -189,6 +209,7 @@ class ChangeFeed:
                 self._close()
                 self._stop.wait(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
+        self._close()
 
     def _connect(self) -> None:
         import psycopg
@@ -210,7 +231,11 @@ class ChangeFeed:
         """Read and apply the changes after the oldest ``loaded_seq`` of the loaded galleries;
         returns True when a full batch was read (more may follow)."""
         started = time.monotonic()
-        loaded = dict(self.galleries())
+        current = self.galleries()
+        if current is None:  # the registry is gone: nothing left to follow
+            self._stop.set()
+            return False
+        loaded = dict(current)
         low = min((g.loaded_seq for g in loaded.values()), default=self._seq)
         with self._conn.cursor() as cur:
             cur.execute("SELECT seq, collection, op, person_id, face_id FROM changes WHERE seq > %s ORDER BY seq LIMIT %s", (low, BATCH))
