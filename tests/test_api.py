@@ -7,6 +7,7 @@ import io
 from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
@@ -24,6 +25,12 @@ def assert_error(r, status: int, code: str) -> None:
     assert set(body) == {"ok", "status", "code", "error"}
     assert body["ok"] is False and body["status"] == status and body["code"] == code
     assert isinstance(body["error"], str) and body["error"]
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], store_settings: dict[str, str]) -> Flask:
+    """Every API test runs on both stores: SQLite and PostgreSQL (tests/pgfixtures.py)."""
+    return make_app(**store_settings)
 
 
 @pytest.fixture

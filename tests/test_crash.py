@@ -1,7 +1,8 @@
 """Crash safety: a real ``python -m service`` is SIGKILLed at random moments while a client
 teaches (and deletes); after each restart every acknowledged write is there, every write in doubt
-happened wholly or not at all, the API agrees with a direct read of the SQLite file, and
-identify finds what was taught (the index is rebuilt from the database)."""
+happened wholly or not at all, the API agrees with a direct read of the database (the SQLite
+file, or the PostgreSQL database: the test runs on both stores), and identify finds what was
+taught (the index is rebuilt from the database)."""
 
 from __future__ import annotations
 
@@ -126,10 +127,29 @@ def check_identify(base: str, state: dict[str, dict[int, str]]) -> None:
             assert face["similarity"] is None or face["similarity"] < 0.99, (name, face)
 
 
-def test_sigkill_loses_no_acknowledged_teach(tmp_path: Path) -> None:
+def database_state(data_dir: Path, database_url: str) -> dict[str, dict[int, str]]:
+    """person -> {face id: sha256}, read from the store directly (not through the service)."""
+    if not database_url:
+        return sqlite_state(data_dir / GALLERY_FILE)
+    import psycopg
+
+    with psycopg.connect(database_url) as db:
+        state: dict[str, dict[int, str]] = {pid: {} for (pid,) in db.execute("SELECT id FROM people WHERE collection = 'default'")}
+        for face_id, person_id, sha in db.execute("SELECT id, person_id, image_sha256 FROM faces WHERE collection = 'default'"):
+            state[person_id][face_id] = sha
+        orphans = db.execute(
+            "SELECT COUNT(*) FROM faces f LEFT JOIN people p ON p.collection = f.collection AND p.id = f.person_id WHERE p.id IS NULL"
+        )
+        assert orphans.fetchone()[0] == 0
+    return state
+
+
+def test_sigkill_loses_no_acknowledged_teach(tmp_path: Path, store_settings: dict[str, str]) -> None:
     rng = random.Random(20250521)
     data_dir = tmp_path / "data"
-    server = ServerProcess(data_dir, tmp_path / "server.log")
+    database_url = store_settings.get("database_url", "")
+    env = {"FEWFACE_DATABASE_URL": database_url} if database_url else {}
+    server = ServerProcess(data_dir, tmp_path / "server.log", **env)
     model = Model()
     all_ops: list[Op] = []
     try:
@@ -155,7 +175,7 @@ def test_sigkill_loses_no_acknowledged_teach(tmp_path: Path) -> None:
                 if op.outcome == "doubt":
                     resolve_doubt(model, op, actual)
             assert actual == model.people, "acknowledged writes lost, or phantom writes"
-            assert sqlite_state(data_dir / GALLERY_FILE) == actual, "API and database disagree"
+            assert database_state(data_dir, database_url) == actual, "API and database disagree"
             assert all(actual.values()), "a person without any face example"
             info = requests.get(f"{server.base}/v1/info", timeout=30).json()
             assert (info["people"], info["faces"]) == (len(actual), sum(len(f) for f in actual.values()))
@@ -164,7 +184,8 @@ def test_sigkill_loses_no_acknowledged_teach(tmp_path: Path) -> None:
         server.kill()
     acked = sum(op.outcome == "ack" for op in all_ops)
     log.info(
-        f"crash: {KILLS} SIGKILLs, {len(all_ops)} writes ({acked} acknowledged: {model.acked_teaches} teaches, "
+        f"crash ({'postgresql' if database_url else 'sqlite'}): {KILLS} SIGKILLs, {len(all_ops)} writes "
+        f"({acked} acknowledged: {model.acked_teaches} teaches, "
         f"{model.acked_deletes} deletes; {model.doubts} cut off in flight), 0 acknowledged writes lost, "
         f"{len(model.people)} people / {sum(len(f) for f in model.people.values())} faces at the end"
     )

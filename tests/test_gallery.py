@@ -408,3 +408,38 @@ def test_migrate_store_copies_every_collection_losslessly(tmp_path: Path, pg_url
     copied.close()
     assert migrate_store_main(["--to", pg_url]) == 1  # not empty any more
     assert migrate_store_main(["--to", "sqlite:///x"]) == 2
+
+
+def test_a_second_replica_follows_the_change_log(gallery_location: str | Path) -> None:
+    """Two galleries over one database (as two replicas): what one writes, the other's indexes
+    pick up from the change log (``Galleries.apply``), idempotently, in every collection."""
+    a = Galleries(Gallery(gallery_location, "dlib-resnet-v1", DIM))
+    b = Galleries(Gallery(gallery_location, "dlib-resnet-v1", DIM))
+    seq = b.last_seq()
+    a.default.add_faces("ann", "Ann", [face(1), face(2)])
+    a.default.add_faces("bob", "Bob", [face(3)])
+    team_a = a.create("team")
+    team_b = b.get("team")  # opened before its writes: it must follow them
+    team_a.add_faces("ann", "Ann of team", [face(4)])
+    a.default.rename("ann", "Anne")
+    a.default.delete_face("ann", 1)
+    a.default.delete_person("bob")
+    people, faces = a.default.export_snapshot()
+    a.create("gone").add_faces("x", "X", [face(9)])
+    gone_b = b.get("gone")
+    a.delete("gone")
+    a.default.import_snapshot([(p.id, p.name, p.created_at) for p in people], faces, replace=False)
+    changes = b.changes_since(seq)
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes) and len({c.seq for c in changes}) == len(changes)
+    b.apply(changes)
+    b.apply(changes)  # twice: nothing more
+    probes = [1, 2, 3, 4, 9]
+    for cid in ("default", "team"):
+        assert answers(b.get(cid), probes) == answers(a.get(cid), probes), cid
+        assert b.get(cid).index_ids() == b.get(cid).database_ids() == a.get(cid).index_ids()
+    assert team_b is b.get("team") and answers(team_b, [4]) == [[("ann", "Ann of team", 4, 1.0)]]
+    assert gone_b.search(vec(9)[None, :], 3) == [[]]
+    with pytest.raises(CollectionNotFoundError):
+        b.get("gone")
+    b.close()
+    a.close()

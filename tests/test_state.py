@@ -58,6 +58,13 @@ def source(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return {"state": r.get_data(), "identify": identify_all(client), "snapshot": snapshot(client)}
 
 
+@pytest.fixture
+def client(make_app: Callable[..., Flask], store_settings: dict[str, str]) -> FlaskClient:
+    """The service under test, in each store (SQLite, PostgreSQL): the source above stays SQLite,
+    so the round trip also crosses stores."""
+    return make_app(**store_settings).test_client()
+
+
 def post_state(client: FlaskClient, data: bytes, mode: str | None = None, form: str = "multipart") -> Any:
     query = f"?mode={mode}" if mode else ""
     if form == "multipart":
@@ -90,16 +97,18 @@ def test_file_is_plain_versioned_json(source: dict[str, Any], engine: Engine) ->
     assert [faces[0]["match"]["person_id"] for faces in source["identify"]] == ["p0", "p1", "p2"]
 
 
-def test_export_wipe_import_reproduces_identify(source: dict[str, Any], make_app: Callable[..., Flask], tmp_path: Path) -> None:
-    client = make_app(data_dir=tmp_path / "fresh").test_client()
+def test_export_wipe_import_reproduces_identify(
+    source: dict[str, Any], make_app: Callable[..., Flask], tmp_path: Path, store_settings: dict[str, str]
+) -> None:
+    client = make_app(data_dir=tmp_path / "fresh", **store_settings).test_client()
     assert client.get("/v1/people").json["total"] == 0
     r = post_state(client, source["state"])
     assert r.status_code == 200, r.json
     assert r.json["mode"] == "replace" and r.json["imported"] == {"people": 3, "faces": 3}
     assert snapshot(client) == source["snapshot"]
     assert identify_all(client) == source["identify"]
-    # ... and again after a restart (the index is rebuilt from SQLite)
-    restarted = make_app(data_dir=tmp_path / "fresh").test_client()
+    # ... and again after a restart (the index is rebuilt from the store)
+    restarted = make_app(data_dir=tmp_path / "fresh", **store_settings).test_client()
     assert identify_all(restarted) == source["identify"]
     # the raw-body form and the gzip form give the same state
     gz = restarted.get("/v1/state?compress=gzip")

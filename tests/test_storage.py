@@ -172,6 +172,65 @@ def test_busy_gallery_raises_store_busy(tmp_path: Path) -> None:
     g.close()
 
 
+# -- PostgreSQL: busy and unreachable ------------------------------------------------------------
+def test_postgresql_writer_lock_held_answers_503_busy(make_app: Callable[..., Flask], pg_url: str) -> None:
+    """Another session holding the writers' lock (as a long write of another replica would):
+    writes answer 503 database_busy after the busy timeout, reads and identify keep working."""
+    import psycopg
+
+    from service.store.postgres import WRITER_LOCK
+
+    app = make_app(db_busy_timeout=0.3, database_url=pg_url)
+    client = app.test_client()
+    assert client.post("/v1/people/ann/faces", data={"file": upload(photo("img27.jpg")), "name": "Ann"}).status_code == 201
+    before = snapshot(client)
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK,))
+        for method, path, kwargs in [
+            ("POST", "/v1/people/bob/faces", {"data": {"file": upload(photo("img12.jpg"))}}),
+            ("PATCH", "/v1/people/ann", {"json": {"name": "Anne"}}),
+            ("DELETE", "/v1/people/ann", {}),
+        ]:
+            r = client.open(path, method=method, **kwargs)
+            assert r.status_code == 503 and r.json["code"] == "database_busy" and r.headers["Retry-After"] == "1", (method, r.json)
+        assert snapshot(client) == before
+        r = client.post("/v1/identify", data={"file": upload(photo("img28.jpg"))})
+        assert r.status_code == 200 and r.json["faces"][0]["match"]["person_id"] == "ann"
+    assert client.post("/v1/people/bob/faces", data={"file": upload(photo("img12.jpg"))}).status_code == 201  # retry works
+    assert consistent(gallery_of(app))
+
+
+def test_postgresql_down_answers_503_database_unavailable(make_app: Callable[..., Flask]) -> None:
+    """PostgreSQL stopped under a running service: writes and listings answer 503
+    database_unavailable with Retry-After (never 500), identify answers from the index, and once
+    the server is back the same service works again and lost nothing."""
+    from tests.pgfixtures import require_postgresql
+    from tests.pgserver import PgServer
+
+    require_postgresql()
+    with PgServer() as pg:
+        app = make_app(db_busy_timeout=1.0, database_url=pg.create_database("svc"))
+        client = app.test_client()
+        assert client.post("/v1/people/ann/faces", data={"file": upload(photo("img27.jpg")), "name": "Ann"}).status_code == 201
+        before = snapshot(client)
+        pg.stop("immediate")
+        for method, path, kwargs in [
+            ("POST", "/v1/people/bob/faces", {"data": {"file": upload(photo("img12.jpg"))}}),
+            ("DELETE", "/v1/people/ann", {}),
+            ("GET", "/v1/people", {}),
+        ]:
+            r = client.open(path, method=method, **kwargs)
+            assert r.status_code == 503 and r.json["code"] == "database_unavailable", (method, path, r.json)
+            assert r.headers["Retry-After"] == "5"
+        r = client.post("/v1/identify", data={"file": upload(photo("img28.jpg"))})
+        assert r.status_code == 200 and r.json["faces"][0]["match"]["person_id"] == "ann"
+        pg.restart()
+        assert snapshot(client) == before
+        assert client.post("/v1/people/bob/faces", data={"file": upload(photo("img12.jpg"))}).status_code == 201
+        assert consistent(gallery_of(app))
+        gallery_of(app).close()
+
+
 # -- full disk: 507 storage_full, nothing acknowledged lost ------------------------------------
 def fill(gallery: Gallery) -> int:
     """Cap the database at its current size, then store filler faces until it is full: SQLite

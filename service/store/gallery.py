@@ -26,6 +26,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
+    "Change",
     "DatabaseUnavailableError",
     "FaceNotFoundError",
     "FaceRecord",
@@ -400,6 +402,48 @@ class Gallery:
             self._names.update({person_id: new_name for person_id in ids})
         return len(ids)
 
+    # -- changes made by other replicas (the change log; service/store/feed.py) ------------
+    @_storage_errors
+    def apply_changes(self, changes: Sequence[Change]) -> None:
+        """Bring the index up to date with these change-log rows of this collection (in seq
+        order), re-reading each person and face they name as the store holds it now. Idempotent:
+        changes this process made itself, or applies twice, change nothing more. ``loaded_seq``
+        moves to the last one."""
+        with self._lock:
+            if any(ch.op == "reload" for ch in changes):
+                self._rebuild()
+                changes = [ch for ch in changes if ch.seq > self.loaded_seq]
+            with self.store.read() as tx:
+                for ch in changes:
+                    if ch.collection != self.collection:
+                        continue
+                    if ch.op == "face_add" and ch.face_id is not None and ch.face_id not in self._face_person:
+                        row = tx.execute(
+                            f"SELECT {FACE_COLUMNS} FROM faces WHERE id = ? AND collection = ? AND model_id = ?",
+                            (ch.face_id, self.collection, self.model_id),
+                        ).fetchone()
+                        if row is not None and _face_problem(row, self.dim) is None:
+                            if row[1] not in self._names:
+                                self._load_person(tx, row[1])
+                            if row[1] in self._names:
+                                self._index.add(np.asarray([row[0]], dtype=np.int64), np.frombuffer(row[2], dtype=np.float32)[None, :])
+                                self._face_person[int(row[0])] = row[1]
+                    elif ch.op == "face_delete" and ch.face_id is not None:
+                        if ch.face_id in self._face_person:
+                            self._forget([ch.face_id])
+                    elif ch.op == "person" and ch.person_id is not None:
+                        self._load_person(tx, ch.person_id)
+                    elif ch.op == "person_delete" and ch.person_id is not None:
+                        gone = [face_id for face_id, person in self._face_person.items() if person == ch.person_id]
+                        self._forget(gone)
+                        self._names.pop(ch.person_id, None)
+                    self.loaded_seq = max(self.loaded_seq, ch.seq)
+
+    def _load_person(self, tx: Tx, person_id: str) -> None:
+        row = tx.execute("SELECT name, created_at FROM people WHERE collection = ? AND id = ?", (self.collection, person_id)).fetchone()
+        if row is not None and _person_problem(person_id, row[0], row[1]) is None:
+            self._names[person_id] = row[0]
+
     # -- export / import (service/state.py) ----------------------------------------------
     @_storage_errors
     def export_snapshot(self) -> tuple[list[Person], list[StoredFace]]:
@@ -660,6 +704,26 @@ class Gallery:
         if r is None:
             raise FaceNotFoundError(face_id)
         return _face_record(r)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of the change log (``changes``)."""
+
+    seq: int
+    collection: str
+    op: str
+    person_id: str | None
+    face_id: int | None
+
+
+def read_changes(store: Store, after_seq: int, limit: int = 1000) -> list[Change]:
+    """The change log's rows after ``after_seq``, oldest first (at most ``limit``)."""
+    with store.read() as tx:
+        rows = tx.execute(
+            "SELECT seq, collection, op, person_id, face_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        ).fetchall()
+    return [Change(int(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4])) for r in rows]
 
 
 def _face_record(r: Sequence[Any]) -> FaceRecord:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,17 @@ class PostgresStore:
         self.location = redact(url)
         self.busy_timeout = busy_timeout
         lock_ms = max(1, int(busy_timeout * 1000))
+        self._kwargs: dict[str, Any] = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            "options": f"-c lock_timeout={lock_ms}",
+            "application_name": "fewface",
+        }
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url,
             min_size=1,
             max_size=max(1, max_connections),
             open=False,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT, "options": f"-c lock_timeout={lock_ms}", "application_name": "fewface"},
+            kwargs=self._kwargs,
             check=ConnectionPool.check_connection,
             timeout=max(busy_timeout, 1.0),
             name="fewface",
@@ -120,6 +125,19 @@ class PostgresStore:
         except BaseException:
             self._pool.close()
             raise
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; when the pool has none to lend within its timeout (the server
+        was down and the pool is still backing off between reconnection attempts) one direct
+        attempt, so a server that is back serves at once (OperationalError when it is not)."""
+        with ExitStack() as stack:
+            try:
+                conn = stack.enter_context(self._pool.connection())
+            except PoolTimeout:
+                log.info("PostgreSQL %s: no pooled connection; connecting directly", self.location)
+                conn = stack.enter_context(psycopg.connect(self.url, **self._kwargs))
+            yield conn
 
     def _migrate(self) -> None:
         with self._pool.connection() as conn, conn.transaction():
@@ -152,14 +170,14 @@ class PostgresStore:
     def write(self) -> Iterator[_Tx]:
         """One transaction, committed when the block exits (before the caller answers), rolled
         back on any exception; writers of every replica take turns (advisory lock)."""
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK,))
             yield _Tx(conn)
 
     @contextmanager
     def read(self, snapshot: bool = False) -> Iterator[_Tx]:
         """A read-only transaction; ``snapshot``: every statement sees the same snapshot."""
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             if snapshot:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield _Tx(conn)

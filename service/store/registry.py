@@ -40,7 +40,7 @@ from service.store.base import (
     InvalidCollectionIdError,
     Store,
 )
-from service.store.gallery import Gallery, check_model
+from service.store.gallery import Change, Gallery, check_model, read_changes
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,37 @@ class Galleries:
             if tx.execute("UPDATE collections SET key_hash = ? WHERE id = ?", (hash_key(api_key) if api_key else None, cid)).rowcount == 0:
                 raise CollectionNotFoundError(cid)
             tx.log_change(cid, "collection_key")
+
+    # -- following the change log (replicas: service/store/feed.py) ------------------------
+    @_storage_errors
+    def changes_since(self, after_seq: int, limit: int = 1000) -> list[Change]:
+        """Change-log rows after ``after_seq``, oldest first (seq follows commit order)."""
+        return read_changes(self.store, after_seq, limit)
+
+    @_storage_errors
+    def last_seq(self) -> int:
+        with self.store.read() as tx:
+            return int(tx.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+
+    def apply(self, changes: list[Change]) -> None:
+        """Apply change-log rows (in seq order) to the collections this process has open: a
+        deleted collection is dropped, the others' indexes brought up to date (idempotent).
+        Collections not open here are built from the store when first used."""
+        by_collection: dict[str, list[Change]] = {}
+        for ch in changes:
+            if ch.op == "collection_delete" and ch.collection != DEFAULT_COLLECTION:
+                with self._lock:
+                    gallery = self._open.pop(ch.collection, None)
+                if gallery is not None:
+                    gallery.clear_index()
+                by_collection.pop(ch.collection, None)
+            elif ch.op not in ("collection_create", "collection_key"):
+                by_collection.setdefault(ch.collection, []).append(ch)
+        open_now = self.opened()
+        for cid, rows in by_collection.items():
+            gallery = open_now.get(cid)
+            if gallery is not None:
+                gallery.apply_changes([ch for ch in rows if ch.seq > gallery.loaded_seq])
 
     def close(self) -> None:
         """Close every collection and the store."""
