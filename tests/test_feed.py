@@ -1,6 +1,6 @@
-"""The change feed (service/store/feed.py) in-process, on a real PostgreSQL: two ``Gallery``
-objects on one database stand for two replicas (no models needed: embeddings are synthetic).
-The writer's index changes with its writes; the follower's only through its feed."""
+"""The change feed (service/store/feed.py) in-process, on a real PostgreSQL: two registries
+(``Galleries``) on one database stand for two replicas (no models needed: embeddings are
+synthetic). The writer's index changes with its writes; the follower's only through its feed."""
 
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ def open_gallery(url: str) -> Gallery:
 
 @pytest.fixture
 def pair(pg_url: str):  # type: ignore[no-untyped-def]
-    writer, follower = open_gallery(pg_url), open_gallery(pg_url)
-    feed = ChangeFeed(pg_url, lambda: {"default": follower}, poll_interval=0.2)
+    writer, follower = Galleries(open_gallery(pg_url)), Galleries(open_gallery(pg_url))
+    feed = ChangeFeed(pg_url, follower, poll_interval=0.2)
     feed._connect()  # polled by hand below: deterministic
-    yield writer, follower, feed
+    yield writer.default, follower.default, feed
     feed.stop()
     writer.close()
     follower.close()
@@ -57,16 +57,16 @@ def test_follower_applies_teach_rename_delete(pair) -> None:  # type: ignore[no-
     feed.poll_once()
     assert follower.search(face(1).embedding[None, :], 1)[0][0].name == "Anna"
     assert in_step(writer, follower) and len(follower.index_ids()) == 2
-    before = follower.index_ids()
+    before, seq = follower.index_ids(), feed.seq
     feed.poll_once()  # nothing new: nothing changes
-    follower.reconcile(set(before), {"ann", "bob"}, _source(feed), 0)  # applying again changes nothing
-    assert follower.index_ids() == before
+    follower.apply_changes(writer_changes(feed, 0))  # every change applied again: nothing changes
+    assert follower.index_ids() == before and feed.seq == seq
 
 
-def _source(feed: ChangeFeed):  # type: ignore[no-untyped-def]
-    from service.store.feed import _Source
-
-    return _Source(feed._conn, "default")
+def writer_changes(feed: ChangeFeed, after: int) -> list:  # type: ignore[type-arg]
+    registry = feed._registry()
+    assert registry is not None
+    return registry.changes_since(after)
 
 
 def test_person_deleted_and_taught_again_between_polls(pair) -> None:  # type: ignore[no-untyped-def]
@@ -81,8 +81,9 @@ def test_person_deleted_and_taught_again_between_polls(pair) -> None:  # type: i
 
 
 def test_state_import_reloads_and_the_writer_reapplying_its_own_writes_changes_nothing(pg_url: str) -> None:
-    writer, follower = open_gallery(pg_url), open_gallery(pg_url)
-    feeds = [ChangeFeed(pg_url, lambda g=g: {"default": g}, poll_interval=0.2) for g in (writer, follower)]
+    registries = [Galleries(open_gallery(pg_url)), Galleries(open_gallery(pg_url))]
+    feeds = [ChangeFeed(pg_url, r, poll_interval=0.2) for r in registries]
+    writer, follower = (r.default for r in registries)
     try:
         for f in feeds:
             f._connect()
@@ -93,17 +94,17 @@ def test_state_import_reloads_and_the_writer_reapplying_its_own_writes_changes_n
             while f.poll_once():
                 pass
         assert in_step(writer, follower)
-        assert writer.loaded_seq == follower.loaded_seq == feeds[0].seq
+        assert writer.loaded_seq == follower.loaded_seq == feeds[0].seq == feeds[1].seq > 0
     finally:
         for f in feeds:
             f.stop()
-        writer.close()
-        follower.close()
+        for r in registries:
+            r.close()
 
 
 def test_collection_deleted_elsewhere_is_forgotten(pg_url: str) -> None:
     a, b = Galleries(open_gallery(pg_url)), Galleries(open_gallery(pg_url))
-    feed = ChangeFeed(pg_url, b.opened, poll_interval=0.2, forget=b.forget)
+    feed = ChangeFeed(pg_url, b, poll_interval=0.2)
     try:
         feed._connect()
         a.create("team")
@@ -122,8 +123,9 @@ def test_collection_deleted_elsewhere_is_forgotten(pg_url: str) -> None:
 
 
 def test_thread_follows_reconnects_and_reports_staleness(pg_url: str, pg_server: PgServer) -> None:
-    writer, follower = open_gallery(pg_url), open_gallery(pg_url)
-    feed = ChangeFeed(pg_url, lambda: {"default": follower}, poll_interval=5.0).start()  # a long poll: NOTIFY must wake it
+    registries = [Galleries(open_gallery(pg_url)), Galleries(open_gallery(pg_url))]
+    writer, follower = (r.default for r in registries)
+    feed = ChangeFeed(pg_url, registries[1], poll_interval=5.0).start()  # a long poll: NOTIFY must wake it
     try:
         writer.add_faces("gus", None, [face(10)])
         deadline = time.monotonic() + 3
@@ -139,15 +141,15 @@ def test_thread_follows_reconnects_and_reports_staleness(pg_url: str, pg_server:
         assert feed.status()["connected"] and feed.staleness() < 6
     finally:
         feed.stop()
-        writer.close()
-        follower.close()
+        for r in registries:
+            r.close()
 
 
 def test_feed_stops_when_its_registry_is_gone(pg_url: str) -> None:
     import gc
 
     registry = Galleries(open_gallery(pg_url))
-    feed = ChangeFeed.following(pg_url, registry, poll_interval=0.1).start()
+    feed = ChangeFeed(pg_url, registry, poll_interval=0.1).start()
     deadline = time.monotonic() + 10
     while not feed.connected():
         assert time.monotonic() < deadline

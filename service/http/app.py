@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     if settings.database_url:  # a replica: keep every open collection's index current (service/store/feed.py)
         from service.store.feed import ChangeFeed, staleness_header
 
-        feed = ChangeFeed.following(settings.database_url, app.extensions["fewface_galleries"], settings.feed_poll_interval)
+        feed = ChangeFeed(settings.database_url, app.extensions["fewface_galleries"], settings.feed_poll_interval)
         app.extensions["fewface_feed"] = feed.start()
         app.after_request(staleness_header)
     register_error_handlers(app)

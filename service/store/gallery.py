@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -56,9 +56,6 @@ from service.store.base import (
 )
 from service.store.migrations import SQLITE_V1
 from service.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore
-
-if TYPE_CHECKING:
-    from service.store.feed import FeedSource
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
@@ -640,44 +637,6 @@ class Gallery:
                 }
 
     # -- replicas (service/store/feed.py) ------------------------------------------------
-    def reconcile(
-        self, face_ids: set[int], person_ids: set[str], source: FeedSource, seq: int = 0, deleted: frozenset[str] = frozenset()
-    ) -> None:
-        """Make the index and names match the database for these faces and people (what changes
-        up to ``seq`` named, read by the change feed of a replica); applying twice changes nothing.
-        People in ``deleted`` were deleted (maybe taught again since): their indexed faces the
-        database no longer has go too. ``source`` reads the database's current rows under this
-        gallery's lock, so a write of this replica (which holds it through commit and index
-        update) is never undone."""
-        with self._lock:
-            members, names = source.members(sorted(face_ids), sorted(person_ids | deleted), self.model_id)
-            gone = {f for f in face_ids if f not in members and f in self._face_person}
-            if deleted:  # one change names only the person; their faces went with them (scans the index's faces)
-                gone |= {f for f, p in self._face_person.items() if p in deleted and f not in members}
-            new = sorted(f for f, p in members.items() if f not in self._face_person and p in names)
-            vectors = source.embeddings(new) if new else {}
-            added: list[tuple[int, np.ndarray]] = []
-            for face_id in new:
-                blob = vectors.get(face_id)
-                vector = np.frombuffer(blob, dtype=np.float32) if blob is not None and len(blob) == 4 * self.dim else None
-                if vector is None or not np.all(np.isfinite(vector)) or abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
-                    self._undecodable[face_id] = "embedding is not a finite unit vector of the model's size"
-                    continue
-                added.append((face_id, vector))
-            self._names.update(names)
-            if gone:
-                self._forget(sorted(gone))
-            if added:
-                self._index.add(np.asarray([i for i, _ in added], dtype=np.int64), np.stack([v for _, v in added]))
-                self._face_person.update({i: members[i] for i, _ in added})
-            for person_id in (person_ids | deleted) - names.keys():
-                self._names.pop(person_id, None)
-            self.loaded_seq = max(self.loaded_seq, seq)
-
-    def reload(self) -> None:
-        """Read the whole collection again (a bulk change: state import, collection deleted)."""
-        self._rebuild()
-
     def index_digest(self) -> str:
         """SHA-256 of the sorted searchable face ids joined by commas: equal on every replica whose
         index matches the database (``/readyz``; compare ``database_ids()``)."""
