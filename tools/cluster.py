@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None, help="use this PostgreSQL instead of starting one")
     args = parser.parse_args(argv)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="fewface-cluster-"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop everything on SIGTERM too, not only Ctrl-C
     with Cluster(workdir, replicas=args.replicas, database_url=args.database_url) as cluster:
         print(f"database {cluster.database_url}")
         for i, r in enumerate(cluster.replicas):
