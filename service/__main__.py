@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("listening on http://%s:%s", host, port)
     drained = server.serve()  # returns after SIGTERM / SIGINT and the drain of requests in flight
     recognizer = app.extensions["fewface"]
+    if "fewface_feed" in app.extensions:
+        app.extensions["fewface_feed"].stop()
     if drained:
         recognizer.engine.close()  # nothing is in flight: stop the batcher's threads
     recognizer.gallery.close()

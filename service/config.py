@@ -73,6 +73,12 @@ class Settings:
         5.0,
         "Seconds between handing memory freed by worker threads back to the OS (glibc `malloc_trim`); 0 = never.",
     )
+    feed_poll_interval: float = _setting(
+        "FEWFACE_FEED_POLL_INTERVAL",
+        1.0,
+        "With PostgreSQL: seconds between a replica's polls of the change log when no notification woke it (the fallback "
+        "that makes a missed notification or a reconnect lose nothing).",
+    )
     match_threshold: float | None = _setting(
         "FEWFACE_MATCH_THRESHOLD",
         None,
@@ -256,6 +262,8 @@ class Settings:
             raise ConfigError("FEWFACE_BASIC_AUTH must look like user:password, with a non-empty user and password")
         if not self.shutdown_timeout >= 0:
             raise ConfigError("FEWFACE_SHUTDOWN_TIMEOUT must not be negative")
+        if not 0.01 <= self.feed_poll_interval <= 3600:
+            raise ConfigError("FEWFACE_FEED_POLL_INTERVAL must be between 0.01 and 3600 seconds")
         if not self.memory_trim_interval >= 0:
             raise ConfigError("FEWFACE_MEMORY_TRIM_INTERVAL must not be negative")
         for name in ("decode_timeout", "idle_timeout", "header_timeout", "body_timeout"):

@@ -123,8 +123,14 @@ def readyz() -> ResponseReturnValue:
     (the route itself is open for probes)."""
     people, faces = recognizer().gallery.counts()  # touches SQLite: a failing store answers 503
     body: dict[str, Any] = {"ok": True, "status": "ready", "model": recognizer().engine.model_id}
+    feed = current_app.extensions.get("fewface_feed")
+    if feed is not None:  # a replica on PostgreSQL: how current its index is (service/store/feed.py)
+        body["feed"] = feed.status()
     if current_app.extensions["fewface_auth"].authorized(request):
         body.update(people=people, faces=faces)
+        if request.args.get("index") == "digest":  # replicas' consistency checks (tests/test_replicas.py)
+            gallery = recognizer().gallery
+            body["index"] = {"faces": gallery.face_count(), "ids_sha256": gallery.index_digest()}
     return jsonify(body)
 
 

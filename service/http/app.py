@@ -42,6 +42,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, g
     app.extensions["fewface"] = Recognizer(engine, gallery, settings)
     # Every collection of the store (service/store/registry.py), around the default one above.
     app.extensions["fewface_galleries"] = Galleries(gallery)
+    if settings.database_url:  # a replica: keep every open collection's index current (service/store/feed.py)
+        from service.store.feed import ChangeFeed, staleness_header
+
+        feed = ChangeFeed(settings.database_url, app.extensions["fewface_galleries"], settings.feed_poll_interval)
+        app.extensions["fewface_feed"] = feed.start()
+        app.after_request(staleness_header)
     register_error_handlers(app)
 
     from service.http.api import bp

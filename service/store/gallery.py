@@ -19,6 +19,7 @@ every row: rows that do not decode are left out of search and export, logged, an
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -674,6 +675,14 @@ class Gallery:
                     int(r[0])
                     for r in tx.execute("SELECT id FROM faces WHERE collection = ? AND model_id = ?", (self.collection, self.model_id))
                 }
+
+    # -- replicas (service/store/feed.py) ------------------------------------------------
+    def index_digest(self) -> str:
+        """SHA-256 of the sorted searchable face ids joined by commas: equal on every replica whose
+        index matches the database (``/readyz``; compare ``database_ids()``)."""
+        with self._lock:
+            ids = sorted(int(i) for i in self._index.ids())
+        return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
 
     def _person(self, db: Tx, person_id: str) -> Person:
         row = db.execute(
