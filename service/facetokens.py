@@ -38,6 +38,7 @@ class FaceCapture:
     model_id: str
     pipeline: str
     thumbnail: bytes | None  # JPEG, None when thumbnails are off
+    collection: str = "default"  # the collection whose identify made it: teaching elsewhere is refused
 
 
 class FaceTokenNotFoundError(KeyError):

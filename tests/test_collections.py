@@ -152,6 +152,12 @@ def test_same_person_id_in_two_collections_never_mixes(client: FlaskClient, iden
     assert [p["id"] for p in sa["people"]] == ["p", "q"] and [p["id"] for p in sb["people"]] == ["p"]
     assert not {f["embedding"] for f in sa["faces"]} & {f["embedding"] for f in sb["faces"]}
     assert state(client, "/v1")["faces"] == []
+    # a face token from a's identify opens only a: teaching it into b or default changes nothing
+    token = in_a["face_token"]
+    for base in ("/v1/collections/b", "/v1"):
+        r = client.post(f"{base}/people/t/faces", json={"face_token": token})
+        assert r.status_code == 404 and r.json["code"] == "face_token_not_found", r.json
+    assert state(client, "/v1/collections/b") == sb and state(client, "/v1")["faces"] == []
     # deleting p in b leaves a's p alone
     assert client.delete("/v1/collections/b/people/p").status_code == 200
     assert client.get("/v1/collections/a/people/p").json["person"]["face_count"] == 2

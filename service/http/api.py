@@ -11,7 +11,7 @@ from models.quality import FaceQuality
 from models.types import LANDMARK_NAMES, DetectedFace
 from service.errors import ApiError
 from service.facetokens import FaceCapture, FaceTokenExpiredError, FaceTokenNotFoundError, FaceTokens
-from service.http.collections import current_recognizer
+from service.http.collections import current_collection_id, current_recognizer
 from service.http.inputs import (
     RequestInput,
     choice_param,
@@ -196,10 +196,18 @@ def issue_tokens(faces: list[IdentifiedFace], decoded: DecodedImage) -> list[str
         return [None] * len(faces)
     r = recognizer()
     model_id, pipeline, thumbnails = r.engine.model_id, r.engine.embedder.pipeline, r.settings.thumbnails
+    collection = current_collection_id()
     return [
         tokens.issue(
             FaceCapture(
-                f.face, f.embedding, f.quality, decoded.sha256, model_id, pipeline, face_jpeg(decoded, f.face.box) if thumbnails else None
+                f.face,
+                f.embedding,
+                f.quality,
+                decoded.sha256,
+                model_id,
+                pipeline,
+                face_jpeg(decoded, f.face.box) if thumbnails else None,
+                collection,
             )
         )
         for f in faces
@@ -217,6 +225,8 @@ def teach_token(person_id: str, data: RequestInput) -> ResponseReturnValue:
     quality = choice_param(data.params, "quality", ["on", "off"], "on")
     try:
         capture = face_tokens().get(token)
+        if capture.collection != current_collection_id():  # a token never opens another collection's faces
+            raise FaceTokenNotFoundError(token)
     except FaceTokenExpiredError:
         raise ApiError(410, "face_token_expired", "this face token has expired: identify the photo again for a fresh one") from None
     except FaceTokenNotFoundError:

@@ -116,6 +116,11 @@ def current_recognizer() -> Recognizer:
     return r if r is not None else current_app.extensions["fewface"]
 
 
+def current_collection_id() -> str:
+    """The collection this request acts on: the URL's, else ``default``."""
+    return g.get("fewface_collection") or DEFAULT_COLLECTION
+
+
 def request_collection() -> str | None:
     """The collection whose credentials open this request: the URL's for a per-collection route
     (and for reading one collection's summary), ``default`` for today's per-gallery routes, None
