@@ -66,12 +66,49 @@ def pyramid_scales(height: int, width: int, limits: CascadeLimits) -> list[float
     return scales
 
 
+class FastPNet(torch.nn.Module):
+    """facenet-pytorch's P-Net, same weights and the same outputs, arranged for the CPU:
+
+    * its first layer's 10 output channels are padded to 16 with zero filters (and zero-weight
+      inputs in the next layer): torch's PReLU and max-pooling on channels-last tensors have a
+      vectorised path only for channel counts that fill SIMD lanes, 3-4x faster here;
+    * its two 1x1 output convolutions are one matrix product over the channels-last features.
+
+    ``forward`` returns (box offsets (N, 4, h, w), face probability (N, h, w)).
+    """
+
+    def __init__(self, pnet: PNet) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3)
+        self.prelu1 = torch.nn.PReLU(16)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3)
+        self.prelu2, self.conv3, self.prelu3 = pnet.prelu2, pnet.conv3, pnet.prelu3
+        self.head = torch.nn.Linear(32, 6)
+        with torch.no_grad():
+            for padded, layer in ((self.conv1, pnet.conv1), (self.prelu1, pnet.prelu1)):
+                padded.weight.zero_()
+                padded.weight[: len(layer.weight)] = layer.weight
+            self.conv1.bias.zero_()
+            self.conv1.bias[:10] = pnet.conv1.bias
+            self.conv2.weight.zero_()
+            self.conv2.weight[:, :10] = pnet.conv2.weight
+            self.conv2.bias.copy_(pnet.conv2.bias)
+            self.head.weight.copy_(torch.cat([pnet.conv4_1.weight, pnet.conv4_2.weight]).flatten(1))
+            self.head.bias.copy_(torch.cat([pnet.conv4_1.bias, pnet.conv4_2.bias]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.nn.functional.max_pool2d(self.prelu1(self.conv1(x)), 2, 2, ceil_mode=True)
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        out = self.head(x.permute(0, 2, 3, 1))  # (N, h, w, 6): 2 class logits, 4 box offsets
+        return out[..., 2:].permute(0, 3, 1, 2), torch.softmax(out[..., :2], dim=-1)[..., 1]
+
+
 class Cascade(torch.nn.Module):
     """P-Net over a pyramid, then R-Net and O-Net on full-resolution crops."""
 
     def __init__(self, device: torch.device, thresholds: tuple[float, float, float], limits: CascadeLimits) -> None:
         super().__init__()
-        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        self.pnet, self.rnet, self.onet = FastPNet(PNet()), RNet(), ONet()
         self.thresholds = thresholds
         self.limits = limits
         self.device = device
@@ -98,20 +135,20 @@ class Cascade(torch.nn.Module):
 
     # -- stage 1: P-Net over the pyramid ---------------------------------------------------
     def _propose(self, sums: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        height, width = sums.shape[1] - 1, sums.shape[2] - 1
-        found, owners = [], []
-        for scale in pyramid_scales(height, width, self.limits):
+        n, height, width = sums.shape[0], sums.shape[1] - 1, sums.shape[2] - 1
+        found, groups = [], []
+        for level, scale in enumerate(pyramid_scales(height, width, self.limits)):
             rows = _bins(np.zeros(1, np.int64), np.full(1, height), int(height * scale + 1))
             cols = _bins(np.zeros(1, np.int64), np.full(1, width), int(width * scale + 1))
-            level = _level(sums, rows, cols)
-            reg, probs = self.pnet(self._tensor(level))
-            boxes, owner = _grid_boxes(reg, probs[:, 1], scale, self.thresholds[0])
-            keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.5)
-            found.append(boxes[keep])
-            owners.append(owner[keep])
+            reg, probs = self.pnet(self._tensor(_level(sums, rows, cols)))
+            boxes, owner = _grid_boxes(reg, probs, scale, self.thresholds[0])
+            found.append(boxes)
+            groups.append(owner + level * n)
         if not found:
             return torch.zeros(0, 9, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
-        boxes, owner = torch.cat(found), torch.cat(owners)
+        boxes, group = torch.cat(found), torch.cat(groups)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], group, 0.5)  # each level of each image on its own, as stock
+        boxes, owner = boxes[keep], group[keep] % n
         keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.7)
         boxes, owner = boxes[keep], owner[keep]
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
