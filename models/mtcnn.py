@@ -278,18 +278,16 @@ def _bins(start: np.ndarray, stop: np.ndarray, size: int) -> tuple[np.ndarray, n
 
 def _pooled(sums: np.ndarray, owner: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """(n, size_y, size_x, 3) float32 area averages: region k of image ``owner[k]`` binned by
-    ``rows`` (n, size_y) and ``cols`` (n, size_x) edges (torch's "area" resize, exactly)."""
+    ``rows`` (n, size_y) and ``cols`` (n, size_x) edges (torch's "area" resize, exactly), four
+    table look-ups per pixel in one gather."""
     (r0, r1), (c0, c1) = rows, cols
     _, height, width, _ = sums.shape  # height and width of the tables: one more than the image's
     flat = torch.from_numpy(sums.reshape(-1, 3))
     base = (owner * (height * width))[:, None, None]
     n, sy, sx = len(owner), r0.shape[1], c0.shape[1]
-
-    def corner(r: np.ndarray, c: np.ndarray) -> torch.Tensor:
-        index = torch.from_numpy((base + r[:, :, None] * width + c[:, None, :]).reshape(-1))
-        return flat.index_select(0, index)
-
-    total = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)  # exact: every sum fits the table's dtype
+    index = np.stack([base + r[:, :, None] * width + c[:, None, :] for r, c in ((r1, c1), (r0, c1), (r1, c0), (r0, c0))])
+    corner = flat.index_select(0, torch.from_numpy(index.reshape(-1))).view(4, -1, 3)
+    total = corner[0] - corner[1] - corner[2] + corner[3]  # exact: every sum fits the table's dtype
     area = torch.from_numpy(((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1))
     return (total.float() / area.float()).reshape(n, sy, sx, 3).numpy()
 
