@@ -1,20 +1,24 @@
 """Detection quality against today's reference, facenet-pytorch's stock MTCNN (full-resolution
-pyramid from a 20 px face): on the group photos, the 1-face target photo and a fixed sample of
-LFW news photos, every reference face (probability >= 0.9) must be found again (IoU >= 0.5) with
-its 5 landmarks within 2 px, in the pixels of the image the detector is given (decoded as the
-service does: longer side at most 1600). Also prints time per image for both, same run.
+pyramid from a 20 px face): on the group photos, the 1-face target photo, the other deepface
+studio photos (mostly 1000-4600 px: the big images a detection shortcut would hurt first) and a
+fixed sample of LFW news photos, every reference face (probability >= 0.9) must be found again
+(IoU >= 0.5) with its 5 landmarks within 2 px, in the pixels of the image the detector is given
+(decoded as the service does: longer side at most 1600). Also prints time per image for both,
+same run, overall and for the photos bench.identify_latency uses.
 
-    .venv/bin/python -m bench.detection_quality [--lfw 16] [--detect-side 640]
+    .venv/bin/python -m bench.detection_quality [--lfw 16] [--detect-side 640] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bench.common import FACES, machine
@@ -25,13 +29,22 @@ LFW = FACES.parent / "lfw-dev" / "people"
 DEEPFACE_SAMPLE = ("selfie-many-people.jpg", "couple.jpg", "img2.jpg")
 LANDMARK_TOLERANCE_PX = 2.0
 TEST_SAMPLE_LFW = 12  # LFW photos in the frozen reference the test uses (tools/freeze_detection_reference.py)
+TIMED = {  # the photos timed one by one: bench.identify_latency's, and the 2-face group photo
+    "img2 (1536x1152, 1 face)": "img2.jpg",
+    "couple (1600x1114, 2 faces)": "couple.jpg",
+    "selfie (600x604, 4 faces)": "selfie-many-people.jpg",
+    "LFW 250x250": "../lfw-dev/people/Aaron_Sorkin/Aaron_Sorkin_0001.jpg",
+}
 
 
 def sample_paths(lfw: int) -> list[Path]:
-    """The group photos and img2.jpg, then ``lfw`` LFW photos evenly spread over the sorted list."""
+    """The group photos and img2.jpg, the other deepface photos, then ``lfw`` LFW photos evenly
+    spread over the sorted list."""
     photos = sorted(LFW.glob("*/*.jpg"))
     step = max(1, len(photos) // max(1, lfw))
-    return [FACES / n for n in DEEPFACE_SAMPLE] + photos[::step][:lfw]
+    first = [FACES / n for n in DEEPFACE_SAMPLE]
+    studio = [p for p in sorted(FACES.glob("*.jpg")) if p not in first]
+    return first + studio + photos[::step][:lfw]
 
 
 def load(path: Path) -> Image.Image:
@@ -101,11 +114,35 @@ def run(detector: FaceDetector, paths: list[Path]) -> tuple[Comparison, float, f
     return result, float(np.median(t_stock)), float(np.median(t_new))
 
 
+def timed(detector: FaceDetector, repeats: int = 5) -> None:
+    """Median CPU ms per image (this process, all its threads) of stock MTCNN and ``detector`` on
+    each TIMED photo, interleaved: on a shared machine the wall clock mostly measures the others."""
+    from facenet_pytorch import MTCNN
+
+    stock = MTCNN(keep_all=True, min_face_size=20, device="cpu").eval()
+    print(f"{'CPU time per photo':30s} {'stock ms':>9s} {'Fewface ms':>11s} {'faces':>7s}")
+    for label, name in TIMED.items():
+        image = load(FACES / name)
+        t_stock, t_new = [], []
+        for _ in range(repeats):
+            t = time.process_time()
+            reference = reference_faces(stock, image)
+            t_stock.append(time.process_time() - t)
+            t = time.process_time()
+            faces = detector.detect(image)
+            t_new.append(time.process_time() - t)
+        found = f"{len(reference)}/{len(faces)}"
+        print(f"{label:30s} {statistics.median(t_stock) * 1000:9.1f} {statistics.median(t_new) * 1000:11.1f} {found:>7s}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw", type=int, default=40, help="LFW photos in the sample")
     parser.add_argument("--detect-side", type=int, default=640, help="FEWFACE_DETECT_SIDE of the detector under test")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# detection quality vs stock facenet-pytorch MTCNN; detect_side {args.detect_side}")
     print(f"# {machine()}")
     paths = sample_paths(args.lfw)
@@ -119,6 +156,8 @@ def main() -> None:
     for miss in result.missed:
         print(f"  MISSED {miss}")
     print(f"median per image: stock {stock_s * 1000:.1f} ms, Fewface {new_s * 1000:.1f} ms, ratio {stock_s / new_s:.2f}x")
+    timed(detector)
+    print(f"# {machine()}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,21 @@ def test_detector_batch_equals_single(engine: Engine) -> None:
             assert np.allclose(a.box, b.box, atol=1.0)
 
 
+def test_detector_same_size_batch_is_one_pass_equal_to_single(engine: Engine) -> None:
+    """Same-size images go through the cascade together (one P-Net call per pyramid level for all
+    of them, one R-Net and one O-Net call): the faces and landmarks of each are its own."""
+    names = ("img27.jpg", "img28.jpg")  # both 745 x 465
+    images = [decode_image(photo(n), **LIMITS).image for n in names]
+    images.append(images[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    assert len({image.size for image in images}) == 1
+    batched = engine.detector.detect_batch(images)
+    for image, faces in zip(images, batched, strict=True):
+        single = engine.detector.detect(image)
+        assert len(single) == len(faces) >= 1
+        for a, b in zip(single, faces, strict=True):
+            assert np.allclose(a.box, b.box, atol=1e-3) and np.allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
 def test_exif_rotation_is_applied_before_detection(engine: Engine) -> None:
     upright = Image.open(io.BytesIO(photo("img26.jpg")))
     rotated = upright.rotate(90, expand=True)  # pixels turned 90 degrees counter-clockwise...
