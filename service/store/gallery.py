@@ -546,22 +546,55 @@ class Gallery:
                     db.execute("DELETE FROM faces WHERE collection = ?", (c,))
                     db.execute("DELETE FROM people WHERE collection = ?", (c,))
                 keep_ids = replace and not self._ids_taken(db, [f.id for f in faces if f.id is not None])
-                for person_id, name, created_at in people:
-                    db.execute(
-                        "INSERT INTO people (collection, id, name, created_at) VALUES (?, ?, ?, ?)"
-                        " ON CONFLICT (collection, id) DO UPDATE SET name = excluded.name",
-                        (c, person_id, name, created_at),
-                    )
+                db.executemany(
+                    "INSERT INTO people (collection, id, name, created_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (collection, id) DO UPDATE SET name = excluded.name",
+                    [(c, person_id, name, created_at) for person_id, name, created_at in people],
+                )
+                # merge: an image a person already has (in the store, or earlier in this file) is not stored twice
+                seen = (
+                    set()
+                    if replace
+                    else {
+                        (r[0], r[1])
+                        for r in db.execute(
+                            "SELECT person_id, image_sha256 FROM faces WHERE collection = ? AND model_id = ?", (c, self.model_id)
+                        )
+                    }
+                )
+                rows = []
                 written = 0
                 for face, vec in zip(faces, vectors, strict=True):
-                    if not replace and self._existing_face(db, face.person_id, face.image_sha256) is not None:
+                    if not replace:
+                        if (face.person_id, face.image_sha256) in seen:
+                            continue
+                        seen.add((face.person_id, face.image_sha256))
+                    if face.thumbnail is not None:  # one by one: its thumbnail row needs the face's id
+                        new_id = self._insert_face(
+                            db,
+                            face.id if keep_ids else None,
+                            face.person_id,
+                            vec,
+                            face.image_sha256,
+                            face.box,
+                            face.detection_prob,
+                            face.created_at,
+                        )
+                        self._insert_thumbnail(db, new_id, face.thumbnail)
+                        written += 1
                         continue
-                    face_id = face.id if keep_ids else None
-                    new_id = self._insert_face(
-                        db, face_id, face.person_id, vec, face.image_sha256, face.box, face.detection_prob, face.created_at
+                    values = (c, face.person_id, self.model_id, vec.tobytes(), face.image_sha256, json.dumps(list(face.box)))
+                    rows.append(
+                        (face.id, *values, face.detection_prob, face.created_at)
+                        if keep_ids
+                        else (*values, face.detection_prob, face.created_at)
                     )
-                    self._insert_thumbnail(db, new_id, face.thumbnail)
-                    written += 1
+                columns = "collection, person_id, model_id, embedding, image_sha256, box, detection_prob, created_at"
+                if rows and keep_ids:
+                    db.executemany(f"INSERT INTO faces (id, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                elif rows:
+                    db.executemany(f"INSERT INTO faces ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                written += len(rows)
                 if keep_ids:
                     self.store.reserve_ids(db)
                 db.log_change(c, "reload")
