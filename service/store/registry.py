@@ -45,6 +45,7 @@ from service.store.gallery import Change, Gallery, check_model, read_changes
 log = logging.getLogger(__name__)
 
 KEY_ITERATIONS = 100_000
+_SLOW_CHECKS = threading.BoundedSemaphore(1)  # PBKDF2 verifications run one at a time (verified keys are cached)
 _PROCESS_SECRET = secrets.token_bytes(32)
 
 __all__ = [
@@ -250,8 +251,9 @@ class Galleries:
         token = (cid, stored, hmac.new(_PROCESS_SECRET, key.encode(), hashlib.sha256).digest())
         if token in self._verified:
             return True
-        if not verify_key(key, stored):
-            return False
+        with _SLOW_CHECKS:  # PBKDF2 costs ~50-400 ms: a flood of wrong keys may take one core, never all
+            if not verify_key(key, stored):
+                return False
         with self._lock:
             if len(self._verified) > 10_000:
                 self._verified.clear()
