@@ -1,4 +1,4 @@
-"""How many slow connections it takes to hurt a fast client (README Reliability).
+"""How many slow connections it takes to hurt a fast client (docs/reliability.md).
 
     python -m bench.connections [--steps 1000,3000,12000] [--max-connections 1000]
 

@@ -1,4 +1,4 @@
-"""What each of issue 11's crafted uploads costs a real ``python -m service`` (README Reliability).
+"""What each of issue 11's crafted uploads costs a real ``python -m service`` (docs/reliability.md).
 
     python -m bench.limits [--only NAME]
 

@@ -13,7 +13,7 @@ from models.types import DetectedFace
 
 log = logging.getLogger(__name__)
 
-CANDIDATES_PER_FACE = 10  # R-Net's candidate cap per face the caller keeps (README, Performance)
+CANDIDATES_PER_FACE = 10  # R-Net's candidate cap per face the caller keeps (docs/performance.md)
 
 
 class FaceDetector:

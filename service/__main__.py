@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
     for name in unsupported_facebox_settings():
-        log.warning("%s is a Facebox setting Fewface does not support; ignored (README, Facebox compatibility)", name)
+        log.warning("%s is a Facebox setting Fewface does not support; ignored (docs/facebox.md)", name)
     if settings.state_url:
         from service.startup_state import StartupStateError, load_startup_state, shown
 

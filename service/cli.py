@@ -88,7 +88,7 @@ class Target:
             from service.store.datalock import DataDirInUseError
             from service.store.gallery import GalleryOpenError, ModelMismatchError
         except ImportError as exc:
-            raise ConfigProblem(f"--data-dir needs the server's packages ({exc}); see README: Command line") from None
+            raise ConfigProblem(f"--data-dir needs the server's packages ({exc}); see docs/cli.md#install") from None
         try:
             settings = Settings.from_env(data_dir=str(self.data_dir))
             with err().status(f"loading the pipeline over {self.data_dir} ..."):
@@ -602,7 +602,7 @@ def serve(target: Target, host: str | None, port: int | None) -> None:
     try:
         from service.__main__ import main as serve_main
     except ImportError as exc:
-        raise ConfigProblem(f"serving needs the server's packages ({exc}); see README: Command line") from None
+        raise ConfigProblem(f"serving needs the server's packages ({exc}); see docs/cli.md#install") from None
     sys.exit(serve_main([]))
 
 

@@ -60,7 +60,7 @@ class TransportError(FewfaceError):
     code_name = "transport_error"
 
 
-# One class per code of the error table (README / docs: Errors) and the server's own HTTP codes.
+# One class per code of the error table (docs/errors.md) and the server's own HTTP codes.
 class MissingImageError(FewfaceError):
     code_name = "missing_image"
 

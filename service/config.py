@@ -1,6 +1,6 @@
 """Every setting, read once from the environment (``FEWFACE_*``) into a frozen ``Settings``.
 
-Each field's metadata names its variable and documents it; README's settings table lists the
+Each field's metadata names its variable and documents it; docs/settings.md lists the
 same variables (a test checks the two agree).
 """
 
@@ -16,7 +16,7 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used."""
 
 
-# Machine Box Facebox's container settings that have a Fewface equivalent (README, Facebox
+# Machine Box Facebox's container settings that have a Fewface equivalent (docs/facebox.md,
 # compatibility). A non-empty FEWFACE_* variable wins over its alias.
 FACEBOX_ALIASES = {"MB_FACEBOX_STATE_URL": "FEWFACE_STATE_URL"}  # plus MB_BASICAUTH_USER + _PASS -> FEWFACE_BASIC_AUTH
 FACEBOX_UNSUPPORTED = ("MB_KEY", "MB_WORKERS", "MB_FACEBOX_DISABLE_RECOGNITION", "MB_FACEBOX_REDIS", "MB_FACEBOX_REDIS_DB")

@@ -12,7 +12,7 @@ Two layouts, switched automatically by size:
   similarities it returns are exact; only which vectors get compared is approximate. Chosen
   over HNSW by measurement: IVF supports ``remove_ids`` (FAISS's HNSW cannot remove), built
   100k vectors in 2 s where HNSW (M=32) took 51 s, and met the recall target at 1M
-  (README, Performance).
+  (docs/performance.md).
 
 Adding past ``exact_max`` rebuilds the index as IVF in place (the caller holds the gallery
 lock, so searches wait for it); an IVF index is retrained when it has grown four-fold since

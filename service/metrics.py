@@ -11,7 +11,7 @@
 * ``GalleryCollector``: figures read at scrape time (gallery sizes per collection, batcher queue
   depth, model and device), never stored twice.
 
-The metric names are documented in README (Metrics).
+The metric names are documented in docs/metrics.md.
 """
 
 from __future__ import annotations

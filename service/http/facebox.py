@@ -74,7 +74,7 @@ def _facebox_errors(response: Response) -> Response:
     if not isinstance(body, dict) or "success" in body:
         return response
     if body.get("code") == "not_found":
-        body["error"] = f"no Facebox route {request.method} {request.path} (see README, Facebox compatibility)"
+        body["error"] = f"no Facebox route {request.method} {request.path} (see docs/facebox.md)"
     response.set_data(json.dumps({"success": False, **body}, ensure_ascii=False))
     return response
 

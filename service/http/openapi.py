@@ -174,7 +174,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "StateFile": {
         "type": "object",
-        "description": "Portable gallery state (format fewface-state, version 1); see README 'State export and import'.",
+        "description": "Portable gallery state (format fewface-state, version 1); see docs/api.md, State export and import.",
         "required": ["format", "version", "model", "people", "faces", "checksum"],
         "properties": {
             "format": {"type": "string", "enum": ["fewface-state"]},
@@ -448,7 +448,7 @@ def spec(version: str) -> dict[str, Any]:
             "title": "Fewface native API",
             "version": version,
             "description": "Few-shot face recognition. Facebox-compatible routes (/facebox/..., /info; also under "
-            "/v1/collections/{collection}/) are described in README.",
+            "/v1/collections/{collection}/) are described in docs/facebox.md.",
         },
         "servers": [{"url": "/"}],
         "security": [{}, {"apiKey": []}, {"bearer": []}, {"basic": []}],
