@@ -30,11 +30,10 @@ BEFORE_ISSUE_12 = "bd88b05"
 def machine() -> str:
     """One line naming the machine and the load on it (figures taken under load are noisy)."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    load = os.getloadavg()[0]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{platform.machine()} {os.cpu_count()} CPUs, {mem:.0f} GiB, {gpu}; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); load average {load:.1f}"
+        f"({torch.get_num_threads()} threads); {load()}"
     )
 
 
