@@ -76,18 +76,19 @@ def run_clients(clients: int, per_client: int, work: Callable[[int, int], Any]) 
 
 @contextmanager
 def waitress_server(app: Any, threads: int = 8) -> Iterator[str]:
-    """Serve ``app`` with waitress on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    from waitress.server import create_server
+    """Serve ``app`` as the service does (``service.serving.DrainingServer``, waitress) on
+    127.0.0.1 (a free port) in a thread; yields the base URL; stops it gracefully."""
+    from service.serving import DrainingServer
 
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="fewface-bench")
-    port = server.effective_port  # type: ignore[union-attr]
-    thread = threading.Thread(target=server.run, daemon=True)
+    server = DrainingServer(app, shutdown_timeout=5.0, host="127.0.0.1", port=0, threads=threads, ident="fewface-bench")
+    port = server.addresses[0][1]
+    thread = threading.Thread(target=server.serve, name="bench-server", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.close()
-        thread.join(5)
+        server.stop()
+        thread.join(10)
 
 
 def load() -> str:

@@ -68,7 +68,7 @@ def embedding(settings: Settings, device: torch.device, batches: list[int], halv
         cells = []
         for size in batches:
             batch = crops[np.arange(size) % len(crops)]
-            cells.append(f"{size}: {rate(lambda e=embedder, b=batch: e.embed(b), size, seconds):.0f}")
+            cells.append(f"{size}: {rate(lambda e=embedder, b=batch: e.embed(b), size, seconds):.1f}")
         print(f"{'fp16' if half else 'fp32'}  " + "   ".join(cells))
 
 

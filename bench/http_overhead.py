@@ -9,8 +9,9 @@ spread over lfw-dev) go, interleaved photo by photo in one run, through
 
 after teaching the same three people to both. Prints each side's median over photos of each
 photo's median time, HTTP / direct (issue 12's target: <= 1.20), the CPU time per call (the
-server's from /proc; this process's for the in-process sides and the HTTP client) and the
-machine's load before and after.
+server's from /proc; this process's for the in-process sides and the HTTP client: steadier than
+wall time on a shared machine) and the machine's load before and after. The order of the sides
+rotates from one run to the next.
 
     .venv/bin/python -m bench.http_overhead [--photos 30] [--rounds 3] [--route /facebox/check]
 
@@ -147,8 +148,10 @@ def main() -> None:
                 for data in blobs:
                     times: dict[str, list[float]] = {name: [] for name in sides}
                     found: dict[str, int] = {}
-                    for _ in range(args.rounds):
-                        for name, fn in sides.items():
+                    for r in range(args.rounds):
+                        order = list(sides.items())
+                        shift = (r + calls) % len(order)  # each side takes its turn first: no order bias
+                        for name, fn in order[shift:] + order[:shift]:
                             pid = servers[name].proc.pid if name in servers else None  # type: ignore[union-attr]
                             other, own, t = server_cpu_seconds(pid) if pid else 0.0, time.process_time(), time.perf_counter()
                             found[name] = fn(data)
