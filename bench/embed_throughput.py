@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from bench.common import FACES, machine, median, run_clients
+from bench.common import FACES, load, machine, median, run_clients
 from service.config import Settings
 from service.imaging import decode_image
 from service.recognizer import Engine
@@ -120,6 +120,7 @@ def main() -> None:
     for size in (1, 4, 16, 32):
         rate, cpu_ms, _ = network_alone(engine, crops, size)
         print(f"network alone, batch {size:2d}: {1000 / rate:6.1f} ms per face, CPU {cpu_ms:5.1f} ms per face")
+    print(f"# at the end: {load()}")
     engine.close()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from contextlib import nullcontext
 import numpy as np
 import requests
 
-from bench.common import FACES, machine, ms, waitress_server
+from bench.common import FACES, load, machine, ms, waitress_server
 from bench.vs_face_recognition import face_recognition_pipeline
 from service import create_app
 from service.config import Settings
@@ -121,11 +120,12 @@ def main() -> None:
                     theirs = np.median(runs["face_recognition"])
                     line += f"   face_recognition p50 {theirs * 1000:.1f} ms (HTTP / face_recognition {http_p50 / theirs:.2f})"
                 print(line)
-        print(f"# where the time goes (medians, direct calls); load average now {os.getloadavg()[0]:.1f}")
+        print(f"# where the time goes (medians, direct calls); {load()}")
         for label, filename in PHOTOS.items():
             print(f"{label:<32} {stages(engine, settings, (FACES / filename).read_bytes(), max(3, args.requests // 2))}")
         t = timed(lambda: app.extensions["fewface"].gallery.search(np.ones((1, engine.embedder.dim), np.float32), 3), 20)
         print(f"{'gallery search (3 people)':<32} {np.median(t) * 1000:.2f} ms")
+        print(f"# at the end: {load()}")
         engine.close()
 
 

@@ -89,6 +89,7 @@ def main() -> None:
     print(f"  growth over the measured load: {(rss_end - rss_start) / 1024:+.0f} MiB")
     step = max(1, len(samples) // 10)
     print("  timeline (s: MiB): " + ", ".join(f"{i}: {samples[i] / 1024:.0f}" for i in range(0, len(samples), step)))
+    print(f"machine at the end: load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} (1 / 5 / 15 min)")
 
 
 def run_load(server: ServerProcess, photos: dict[str, bytes], args: argparse.Namespace, duration: float) -> dict:

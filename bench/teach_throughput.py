@@ -1,29 +1,37 @@
-"""Bulk enrolment throughput: teach 48 photos of ../shared/faces (one face each, pick=largest,
-to their identity from identities.csv) over HTTP to a real waitress server on 127.0.0.1,
-by one client one photo at a time, then by several concurrent clients; a fresh gallery each.
+"""Bulk enrolment throughput: concurrent clients teach photos of ../shared/faces/deepface (one
+face each, ``pick=largest``, to their identity from identities.csv) over HTTP to real
+``python -m service`` servers on 127.0.0.1, one child process per code version:
 
-Each configuration runs with Fewface's detector and, in the same run, with the detector it
-replaced (facenet-pytorch's stock MTCNN, ``--detectors fewface,stock``), for the ratio.
+* **fewface**: this checkout; more of it with other settings by ``--variant "label:K=V,..."``;
+* **before**: the code of ``--baseline`` (default ``bench.common.BEFORE_ISSUE_12``, the last
+  commit before issue 12's work: facenet-pytorch's stock MTCNN and the service as the issue
+  measured "today's" 3-4 faces/s), extracted with ``git archive`` and served the same way;
+  more commits with ``--baseline A --baseline B`` (labelled by commit).
 
-    .venv/bin/python -m bench.teach_throughput [--photos 48] [--clients 1,8] [--detectors fewface,stock]
+Rounds alternate between the servers (each round teaches every photo to each server, under
+fresh person ids), so a change in the machine's load hits all alike; each ratio is the median
+of the per-round ratios. Also prints each server's CPU time per face (from /proc: load from
+other processes disturbs it less than wall time) and the machine's load.
+
+    .venv/bin/python -m bench.teach_throughput [--photos 48] [--clients 8] [--rounds 3] [--baseline COMMIT]
+        [--variant "1-thread:FEWFACE_TORCH_THREADS=1"]
+
+FEWFACE_* settings in the environment apply to every server.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import re
 import tempfile
 import threading
+from pathlib import Path
 
+import numpy as np
 import requests
 
-from bench.common import FACES, machine, run_clients, waitress_server
-from bench.stock_detector import engine_with
-from service import create_app
-from service.config import Settings
-from service.recognizer import Engine
+from bench.common import BEFORE_ISSUE_12, FACES, ROOT, Service, checkout, cpu_seconds, load, machine, run_clients
 
 
 def photos(n: int) -> list[tuple[str, str]]:
@@ -34,69 +42,105 @@ def photos(n: int) -> list[tuple[str, str]]:
     return rows[:n]
 
 
-def teach_all(engine: Engine, settings: Settings, items: list[tuple[str, str]], clients: int) -> tuple[float, int]:
-    """(seconds, faces stored) for teaching ``items`` with ``clients`` concurrent clients."""
-    blobs = [(FACES / f).read_bytes() for f, _ in items]
-    with tempfile.TemporaryDirectory() as data_dir:
-        app = create_app(Settings.from_env(data_dir=data_dir), engine)
-        local = threading.local()
-        with waitress_server(app, settings.threads) as base:
+def teach_all(server: Service, items: list[tuple[str, str]], blobs: list[bytes], clients: int, tag: str) -> tuple[float, float, int]:
+    """(seconds, server CPU seconds, faces stored) for teaching ``items`` with ``clients``
+    concurrent keep-alive clients, to person ids suffixed with ``tag``."""
+    local = threading.local()
+    stored = [0]
+    lock = threading.Lock()
 
-            def work(client: int, i: int) -> None:
-                k = i * clients + client
-                if k >= len(items):
-                    return
-                if not hasattr(local, "http"):
-                    local.http = requests.Session()
-                file, identity = items[k]
-                r = local.http.post(
-                    f"{base}/v1/people/{identity}/faces",
-                    files={"file": (file, blobs[k], "image/jpeg")},
-                    data={"pick": "largest"},
-                    timeout=600,
-                )
-                assert r.status_code in (200, 201), r.text
+    def work(client: int, i: int) -> None:
+        k = i * clients + client
+        if k >= len(items):
+            return
+        if not hasattr(local, "http"):
+            local.http = requests.Session()
+        file, identity = items[k]
+        r = local.http.post(
+            server.url(f"/v1/people/{identity}-{tag}/faces"),
+            files={"file": (file, blobs[k], "image/jpeg")},
+            data={"pick": "largest"},
+            timeout=600,
+        )
+        assert r.status_code in (200, 201), r.text
+        with lock:
+            stored[0] += len(r.json()["faces"])
 
-            elapsed = run_clients(clients, -(-len(items) // clients), work)
-            faces = app.extensions["fewface"].gallery.counts()[1]
-    return elapsed, faces
+    cpu = cpu_seconds(server.pid)
+    elapsed = run_clients(clients, -(-len(items) // clients), work)
+    return elapsed, cpu_seconds(server.pid) - cpu, stored[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=48)
-    parser.add_argument("--clients", default="1,8")
-    parser.add_argument("--detectors", default="fewface,stock", help="fewface and/or stock (today's facenet-pytorch MTCNN)")
-    args = parser.parse_args()
-    settings = Settings.from_env()
-    items = photos(args.photos)
-    via = f"HTTP (waitress, {settings.threads} threads)"
-    print(f"# teach throughput, {len(items)} photos over {via}; {settings.model}")
-    print(
-        f"# FEWFACE_DETECT_WORKERS={settings.detect_workers}, FEWFACE_BATCH_MAX_WAIT_MS={settings.batch_max_wait_ms},"
-        f" FEWFACE_DETECT_SIDE={settings.detect_side}"
+    parser.add_argument("--clients", default="8", help="concurrent clients, comma-separated (e.g. 1,8)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each teaching every photo to every server")
+    parser.add_argument("--baseline", action="append", default=[], help=f"commit to compare with (default {BEFORE_ISSUE_12})")
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="LABEL:K=V,...", help="this checkout again with these environment variables"
     )
+    args = parser.parse_args()
+    items = photos(args.photos)
+    blobs = [(FACES / f).read_bytes() for f, _ in items]
+    baselines = args.baseline or [BEFORE_ISSUE_12]
+    client_counts = [int(c) for c in args.clients.split(",")]
+    print(f"# teach throughput: {len(items)} deepface photos over HTTP, {args.rounds} alternating rounds, a child server per version")
+    print(f"# fewface = this checkout; {', '.join(baselines)} = git archive of that commit ({BEFORE_ISSUE_12}: before issue 12)")
     print(f"# {machine()}")
-    rates: dict[tuple[str, int], float] = {}
-    for name in args.detectors.split(","):
-        engine: Engine = engine_with(name, settings)  # type: ignore[assignment]
-        teach_all(engine, settings, items[:2], 1)  # warm-up
-        for clients in (int(c) for c in args.clients.split(",")):
-            before = engine.batcher.stats()
-            elapsed, faces = teach_all(engine, settings, items, clients)
-            after = engine.batcher.stats()
-            rate = rates[name, clients] = faces / elapsed
-            batches = after.detect_batches - before.detect_batches
-            print(
-                f"{name:<8} {clients:2d} client(s): {faces} faces in {elapsed:6.1f} s = {rate:5.2f} faces/s;"
-                f" {after.detect_requests - before.detect_requests} detections in {batches} detector calls,"
-                f" {after.faces_embedded - before.faces_embedded} faces in {after.embed_batches - before.embed_batches} forward passes"
+    with tempfile.TemporaryDirectory(prefix="fewface-teach-") as tmp:
+        folder = Path(tmp)
+        setups: dict[str, tuple[Path, dict[str, str]]] = {"fewface": (ROOT, {})}
+        for spec in args.variant:
+            label, _, env = spec.partition(":")
+            setups[label] = (ROOT, dict(kv.split("=", 1) for kv in env.split(",") if kv))
+        setups |= {commit: (checkout(commit, folder), {}) for commit in baselines}
+        servers = {
+            label: Service(root, folder / f"data-{i}", folder / f"{i}.log", **env) for i, (label, (root, env)) in enumerate(setups.items())
+        }
+        for label, (_, env) in setups.items():
+            if env:
+                print(f"# {label}: {' '.join(f'{k}={v}' for k, v in env.items())}")
+        try:
+            for server in servers.values():
+                server.start()
+            for server in servers.values():  # warm-up: first calls allocate buffers
+                teach_all(server, items[:4], blobs[:4], 2, "warmup")
+            rates: dict[tuple[str, int], list[float]] = {}
+            cpu: dict[tuple[str, int], list[float]] = {}
+            for r in range(args.rounds):
+                for clients in client_counts:
+                    for label, server in servers.items():
+                        elapsed, used, faces = teach_all(server, items, blobs, clients, f"r{r}c{clients}")
+                        rates.setdefault((label, clients), []).append(faces / elapsed)
+                        cpu.setdefault((label, clients), []).append(used / faces)
+                        print(
+                            f"round {r + 1} {label:<8} {clients:2d} client(s): {faces} faces in {elapsed:6.1f} s ="
+                            f" {faces / elapsed:5.2f} faces/s; server CPU {used / faces * 1000:4.0f} ms/face,"
+                            f" {used / elapsed:.2f} cores; {load()}"
+                        )
+        finally:
+            for server in servers.values():
+                server.stop()
+    print("# medians over rounds")
+    for clients in client_counts:
+        ours = rates["fewface", clients]
+        for label in servers:
+            mine = rates[label, clients]
+            line = (
+                f"{label:<8} {clients:2d} client(s): {np.median(mine):5.2f} faces/s (rounds: {', '.join(f'{x:.2f}' for x in mine)});"
+                f" server CPU {np.median(cpu[label, clients]) * 1000:5.0f} ms/face"
             )
-        engine.close()
-    for clients in (int(c) for c in args.clients.split(",")):
-        if ("fewface", clients) in rates and ("stock", clients) in rates:
-            print(f"{clients:2d} client(s): fewface / stock = {rates['fewface', clients] / rates['stock', clients]:.2f}x faces/s")
-    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
+            if label != "fewface" and label in baselines:
+                ratios = [a / b for a, b in zip(ours, mine, strict=True)]
+                cpu_ratio = np.median([b / a for a, b in zip(cpu["fewface", clients], cpu[label, clients], strict=True)])
+                line += f"   fewface / {label} = {np.median(ratios):.2f}x faces/s, {cpu_ratio:.2f}x less CPU per face"
+            elif label != "fewface":
+                ratios = [a / b for a, b in zip(mine, ours, strict=True)]
+                cpu_ratio = np.median([b / a for a, b in zip(cpu[label, clients], cpu["fewface", clients], strict=True)])
+                line += f"   {label} / fewface = {np.median(ratios):.2f}x faces/s, {cpu_ratio:.2f}x less CPU per face"
+            print(line)
+    print(f"# at the end: {load()}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,13 @@ on a ``Future``; the batcher's own threads run it in batches:
   Images are not padded to a common size: padding changes MTCNN's scale pyramid and border
   crops (results would only be close to single-image detection), and batching large images
   gained little on CPU (README, Performance).
+* **Intra-op threads**: ``torch_threads=N`` makes every worker run its batches on N intra-op
+  threads (torch's count is per calling thread with OpenMP, so each worker sets its own when it
+  starts); 0 leaves torch's default (one per core). A rule that gave a batch every core when it
+  ran alone and 1 thread when others ran or waited was measured and not adopted: 8 teaching
+  clients on the shared 2-core VM used 6 % less CPU per face with it, but the server then won
+  less CPU from the other processes on the machine (0.29-0.33 against 0.42-0.59 cores) and
+  enrolled 0.57x the faces/s (README, Performance).
 * Each request's results are routed back through its future. Bad input (wrong crop shape,
   non-finite values, a non-RGB image) is refused at submission, for that request alone. When a
   batch raises, its members are retried one by one, so only the faulty request fails.
@@ -47,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from PIL import Image
 
 from models import DetectedFace, Embedder, FaceDetector
@@ -102,17 +110,19 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         detect_workers: int = 2,
         skip_wait_when_alone: bool = True,
+        torch_threads: int = 0,
         name: str = "fewface-batcher",
     ) -> None:
         if max_size < 1 or detect_workers < 1:
             raise ValueError("max_size and detect_workers must be at least 1")
-        if max_wait_ms < 0:
-            raise ValueError("max_wait_ms must not be negative")
+        if max_wait_ms < 0 or torch_threads < 0:
+            raise ValueError("max_wait_ms and torch_threads must not be negative")
         self.embedder = embedder
         self.detector = detector
         self.max_size = int(max_size)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.skip_wait_when_alone = skip_wait_when_alone
+        self.torch_threads = int(torch_threads)  # per worker; 0 = torch's default
         self._embed_queue: deque[_Job] = deque()
         self._detect_queue: deque[_Job] = deque()
         self._gathering: set[tuple[int, int]] = set()  # image sizes a detection worker is collecting
@@ -289,6 +299,8 @@ class MicroBatcher:
 
     # -- running batches -----------------------------------------------------------------
     def _loop(self, next_batch: Callable[[], list[_Job] | None]) -> None:
+        if self.torch_threads and torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)  # this thread's own count (also the default of threads started later)
         while True:
             jobs = next_batch()
             if jobs is None:

@@ -193,6 +193,11 @@ class Settings:
     detect_workers: int = _setting(
         "FEWFACE_DETECT_WORKERS", 2, "Threads running face detection; each batches concurrent requests' same-size images."
     )
+    torch_threads: int = _setting(
+        "FEWFACE_TORCH_THREADS",
+        0,
+        "Intra-op threads each detection / embedding worker runs its batches on; 0 = torch's default (one per core).",
+    )
     index_exact_max: int = _setting(
         "FEWFACE_INDEX_EXACT_MAX", 200_000, "Gallery size up to which search is exact; above it an IVF index is used (see Performance)."
     )
@@ -274,7 +279,7 @@ class Settings:
         for name in ("batch_max_size", "detect_workers", "index_exact_max"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env(name)} must be positive")
-        for name in ("batch_max_wait_ms", "index_nprobe", "detect_side"):
+        for name in ("batch_max_wait_ms", "index_nprobe", "detect_side", "torch_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env(name)} must not be negative")
         if self.metrics_public and not self.metrics:

@@ -82,13 +82,20 @@ class Engine:
         batch_max_size: int = 32,
         batch_max_wait_ms: float = 5.0,
         detect_workers: int = 2,
+        torch_threads: int = 0,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         # Every detection and embedding of every request goes through the batcher, which
-        # coalesces concurrent requests into batches (service/batcher.py).
+        # coalesces concurrent requests into batches and sets each batch's intra-op threads
+        # (service/batcher.py).
         self.batcher = MicroBatcher(
-            embedder, detector, max_size=batch_max_size, max_wait_ms=batch_max_wait_ms, detect_workers=detect_workers
+            embedder,
+            detector,
+            max_size=batch_max_size,
+            max_wait_ms=batch_max_wait_ms,
+            detect_workers=detect_workers,
+            torch_threads=torch_threads,
         )
 
     @classmethod
@@ -115,6 +122,7 @@ class Engine:
             batch_max_size=settings.batch_max_size,
             batch_max_wait_ms=settings.batch_max_wait_ms,
             detect_workers=settings.detect_workers,
+            torch_threads=settings.torch_threads,
         )
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from service.batcher import BatcherClosedError, MicroBatcher
@@ -177,6 +178,24 @@ def test_next_batch_expects_the_waiting_requests_plus_the_last_batch_returning(e
             np.testing.assert_allclose(future.result(30), engine.embedder.embed(crops[i : i + 1]), atol=1e-5)
         stats = b.stats()
         assert stats.embed_batches == 2 and stats.faces_embedded == 7, stats
+
+
+def test_torch_threads_is_each_workers_own(engine: Engine, crops: np.ndarray) -> None:
+    """``torch_threads=1``: the workers run on one intra-op thread each, with the same results;
+    the calling thread's own torch setting is untouched (torch's count is per thread)."""
+    mine = torch.get_num_threads()
+    image = decode_image(photo("img1.jpg"), max_pixels=LIMITS["max_pixels"], max_side=640).image
+    with MicroBatcher(engine.embedder, engine.detector, torch_threads=1) as b:
+        futures = [b.submit_detect(image), b.submit_embed(crops[:2])]
+        faces, vectors = (f.result(120) for f in futures)
+        assert b.torch_threads == 1
+    assert torch.get_num_threads() == mine
+    torch.set_num_threads(mine)  # the workers' 1 also became the default of threads started later: put it back
+    np.testing.assert_allclose(vectors, engine.embedder.embed(crops[:2]), atol=1e-5)
+    assert len(faces) == 1
+    np.testing.assert_allclose(faces[0].box, engine.detector.detect(image)[0].box, atol=0.5)
+    with pytest.raises(ValueError):
+        MicroBatcher(engine.embedder, torch_threads=-1)
 
 
 def test_close_finishes_queued_work_then_refuses(engine: Engine, crops: np.ndarray) -> None:

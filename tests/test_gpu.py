@@ -71,3 +71,19 @@ def test_batcher_on_gpu_equals_unbatched(crops: np.ndarray) -> None:
         got = np.concatenate([f.result(60) for f in futures])
         assert batcher.stats().embed_batches < len(crops)
     np.testing.assert_allclose(got, embedder.embed(crops), atol=1e-4)
+
+
+def test_detection_batches_on_gpu(images: list) -> None:
+    """Same-size images of concurrent requests share one MTCNN pass on the GPU too, with the
+    faces a single-image call finds."""
+    detector = FaceDetector("cuda")
+    same = [images[0]] * 4
+    with MicroBatcher(create_embedder(MODEL, "cuda"), detector, max_wait_ms=200, skip_wait_when_alone=False) as batcher:
+        futures = [batcher.submit_detect(img) for img in same]
+        found = [f.result(60) for f in futures]
+        assert batcher.stats().detect_batches < len(same)
+    alone = detector.detect(images[0])
+    for faces in found:
+        assert len(faces) == len(alone)
+        for a, b in zip(faces, alone, strict=True):
+            np.testing.assert_allclose(a.box, b.box, atol=0.5)
