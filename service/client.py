@@ -269,6 +269,18 @@ class InvalidApiKeyError(FewfaceError):
     code_name = "invalid_api_key"
 
 
+class FaceTokenNotFoundError(FewfaceError):
+    code_name = "face_token_not_found"
+
+
+class FaceTokenExpiredError(FewfaceError):
+    code_name = "face_token_expired"
+
+
+class ThumbnailNotFoundError(FewfaceError):
+    code_name = "thumbnail_not_found"
+
+
 def _subclasses(cls: type[FewfaceError]) -> list[type[FewfaceError]]:
     out = []
     for sub in cls.__subclasses__():
@@ -591,6 +603,12 @@ class Client:
         body = _body([(TEACH_FIELD, parts)], {"name": name, "pick": pick, "quality": quality})
         return self._json("POST", self._scoped(f"/v1/people/{_seg(person_id)}/faces"), **body)
 
+    def teach_face_token(self, person_id: str, face_token: str, *, name: str | None = None, quality: str | None = None) -> dict[str, Any]:
+        """``POST /v1/people/<id>/faces`` with ``{"face_token": ...}``: teach the face an identify
+        answer found (its ``face_token``), without sending the photo again."""
+        body = {k: v for k, v in {"face_token": face_token, "name": name, "quality": quality}.items() if v is not None}
+        return self._json("POST", self._scoped(f"/v1/people/{_seg(person_id)}/faces"), json=body)
+
     def identify(self, image: ImageInput, *, threshold: float | None = None, top_k: int | None = None) -> dict[str, Any]:
         """``POST /v1/identify``: every face in the image with its match and candidates."""
         body = _body([(TEACH_FIELD, [_part(image)])], {"threshold": threshold, "top_k": top_k})
@@ -631,6 +649,10 @@ class Client:
     def delete_face(self, person_id: str, face_id: int) -> dict[str, Any]:
         """``DELETE /v1/people/<id>/faces/<face_id>``."""
         return self._json("DELETE", self._scoped(f"/v1/people/{_seg(person_id)}/faces/{int(face_id)}"))
+
+    def thumbnail(self, person_id: str, face_id: int) -> bytes:
+        """``GET /v1/people/<id>/faces/<face_id>/thumbnail``: the small JPEG kept of a taught face."""
+        return self.request("GET", self._scoped(f"/v1/people/{_seg(person_id)}/faces/{int(face_id)}/thumbnail")).content
 
     # -- state ---------------------------------------------------------------------------
     def export_state(self, *, compress: bool = False) -> bytes:

@@ -147,6 +147,21 @@ def test_people_routes(fewface: Client) -> None:
             call()
 
 
+def test_face_token_teach_and_thumbnail(fewface: Client) -> None:
+    """Teach the face an identify answer found (its face_token), then fetch its thumbnail."""
+    face = fewface.identify(FACES / "img20.jpg")["faces"][0]
+    taught = fewface.teach_face_token("hal", face["face_token"], name="Hal")
+    assert taught["created"] is True and taught["person"]["name"] == "Hal"
+    jpeg = fewface.thumbnail("hal", taught["faces"][0]["id"])
+    assert jpeg[:3] == b"\xff\xd8\xff"  # a JPEG
+    with pytest.raises(fc.FaceTokenNotFoundError) as err:
+        fewface.teach_face_token("hal", "ft_never_issued")
+    assert err.value.status == 404 and fewface.get_person("hal")["person"]["face_count"] == 1
+    with pytest.raises(fc.FaceNotFoundError):
+        fewface.thumbnail("hal", taught["faces"][0]["id"] + 1000)
+    fewface.delete_person("hal")
+
+
 # -- state -----------------------------------------------------------------------------------
 def test_state_export_and_import(fewface: Client, empty_state: bytes, tmp_path: Path) -> None:
     fewface.teach("gil", [FACES / "img34.jpg", FACES / "img35.jpg"])
