@@ -39,6 +39,11 @@ def identify(client: FlaskClient, base: str, name: str, headers: dict[str, str] 
     return r.json
 
 
+def without_tokens(answer: dict[str, Any]) -> dict[str, Any]:
+    """An identify answer less its face tokens (new in every answer)."""
+    return {**answer, "faces": [{k: v for k, v in f.items() if k != "face_token"} for f in answer["faces"]]}
+
+
 def state(client: FlaskClient, base: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """A collection's state export without what changes with the moment of export."""
     r = client.get(f"{base}/state", headers=headers or {})
@@ -188,11 +193,11 @@ def test_deleting_a_collection_leaves_the_others_identical(client: FlaskClient, 
     teach(client, "/v1/collections/doomed", "q", identities["person05"][0])
     teach(client, "/v1/collections/kept", "r", identities["person06"][0])
     before = {base: state(client, base) for base in ("/v1", "/v1/collections/kept")}
-    answers = {base: identify(client, base, identities["person04"][1]) for base in before}
+    answers = {base: without_tokens(identify(client, base, identities["person04"][1])) for base in before}
     r = client.delete("/v1/collections/doomed")
     assert r.status_code == 200 and (r.json["people_deleted"], r.json["faces_deleted"]) == (2, 2)
     assert {base: state(client, base) for base in before} == before
-    assert {base: identify(client, base, identities["person04"][1]) for base in before} == answers
+    assert {base: without_tokens(identify(client, base, identities["person04"][1])) for base in before} == answers
     assert set(collection_ids(client)) == {"default", "kept"}
     for path in ("/v1/collections/doomed", "/v1/collections/doomed/people", "/v1/collections/doomed/state"):
         r = client.get(path)
