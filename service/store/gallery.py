@@ -106,7 +106,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _storage_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
+def storage_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
     """Gallery methods raise StorageError kinds, never raw driver errors (integrity errors are
     bugs, not storage trouble, and pass through)."""
 
@@ -262,7 +262,7 @@ class Gallery:
                 self.store.close()
 
     # -- writes ------------------------------------------------------------------------
-    @_storage_errors
+    @storage_errors
     def add_faces(self, person_id: str, name: str | None, faces: Sequence[NewFace]) -> tuple[Person, list[FaceRecord], bool]:
         """Add face examples to a person, creating the person when new (``name`` defaults to the
         id). An image already taught to this person is not stored twice. Returns
@@ -301,7 +301,7 @@ class Gallery:
                 self._face_person.update({i: person_id for i, _ in new_ids})
         return person, records, created
 
-    @_storage_errors
+    @storage_errors
     def rename(self, person_id: str, name: str) -> Person:
         with self._lock:
             with self.store.write() as db:
@@ -315,7 +315,7 @@ class Gallery:
             self._names[person_id] = name
         return person
 
-    @_storage_errors
+    @storage_errors
     def delete_person(self, person_id: str) -> int:
         """Delete a person and all their face examples; returns how many examples went."""
         c = self.collection
@@ -329,7 +329,7 @@ class Gallery:
             self._names.pop(person_id, None)
         return len(face_ids)
 
-    @_storage_errors
+    @storage_errors
     def delete_face(self, person_id: str, face_id: int) -> None:
         c = self.collection
         with self._lock:
@@ -387,7 +387,7 @@ class Gallery:
         if jpeg is not None:
             db.execute("INSERT INTO thumbnails (face_id, jpeg) VALUES (?, ?)", (face_id, jpeg))
 
-    @_storage_errors
+    @storage_errors
     def thumbnail(self, person_id: str, face_id: int) -> bytes | None:
         """The JPEG stored with a face example (None: the example has none); PersonNotFoundError,
         FaceNotFoundError when the person or their example does not exist."""
@@ -407,7 +407,7 @@ class Gallery:
             raise FaceNotFoundError(face_id)
         return bytes(row[0]) if row[0] is not None else None
 
-    @_storage_errors
+    @storage_errors
     def thumbnails(self) -> dict[int, bytes]:
         """Face id -> JPEG for every thumbnail of this collection (state export)."""
         with self._lock:
@@ -423,7 +423,7 @@ class Gallery:
         for face_id in face_ids:
             self._face_person.pop(face_id, None)
 
-    @_storage_errors
+    @storage_errors
     def rename_all(self, old_name: str, new_name: str) -> int:
         """Rename every person called ``old_name``; returns how many were renamed."""
         c = self.collection
@@ -437,7 +437,7 @@ class Gallery:
         return len(ids)
 
     # -- changes made by other replicas (the change log; service/store/feed.py) ------------
-    @_storage_errors
+    @storage_errors
     def apply_changes(self, changes: Sequence[Change]) -> None:
         """Bring the index up to date with these change-log rows of this collection (in seq
         order), re-reading each person and face they name as the store holds it now. Idempotent:
@@ -479,7 +479,7 @@ class Gallery:
             self._names[person_id] = row[0]
 
     # -- export / import (service/state.py) ----------------------------------------------
-    @_storage_errors
+    @storage_errors
     def export_snapshot(self) -> tuple[list[Person], list[StoredFace]]:
         """Every person and face example with its embedding, read in one consistent snapshot.
         Rows that do not decode are left out (``undecodable()`` counts them; logged)."""
@@ -515,7 +515,7 @@ class Gallery:
         with self._lock:
             return dict(self._undecodable_people), dict(self._undecodable)
 
-    @_storage_errors
+    @storage_errors
     def delete_undecodable(self) -> tuple[int, int]:
         """Delete the rows ``undecodable()`` lists (``python -m service check --repair``);
         returns (people, faces) deleted."""
@@ -530,7 +530,7 @@ class Gallery:
             self._rebuild()
         return len(people), len(faces)
 
-    @_storage_errors
+    @storage_errors
     def import_snapshot(self, people: Sequence[tuple[str, str, float]], faces: Sequence[StoredFace], *, replace: bool) -> tuple[int, int]:
         """Load (id, name, created_at) people and their face examples in one transaction: all or
         nothing. ``replace`` empties the collection first and keeps the examples' ids (unless
@@ -610,7 +610,7 @@ class Gallery:
                 return True
         return False
 
-    @_storage_errors
+    @storage_errors
     def person_embeddings(self, person_id: str) -> np.ndarray:
         """(n, dim) embeddings of one person's examples; PersonNotFoundError when unknown."""
         with self._lock:
@@ -653,7 +653,7 @@ class Gallery:
         with self._lock:
             return len(self._index)
 
-    @_storage_errors
+    @storage_errors
     def list_people(self, limit: int = 1000, offset: int = 0) -> list[Person]:
         with self._lock:
             with self.store.read() as tx:
@@ -668,7 +668,7 @@ class Gallery:
         ).fetchall()
         return [Person(r[0], r[1], r[2], r[3]) for r in rows]
 
-    @_storage_errors
+    @storage_errors
     def get_person(self, person_id: str) -> tuple[Person, list[FaceRecord]]:
         with self._lock:
             with self.store.read() as tx:
@@ -680,7 +680,7 @@ class Gallery:
                 ).fetchall()
             return person, [_face_record(r) for r in rows if r[0] not in self._undecodable]
 
-    @_storage_errors
+    @storage_errors
     def counts(self) -> tuple[int, int]:
         """(people, face examples) in the database."""
         with self._lock:
@@ -700,7 +700,7 @@ class Gallery:
         with self._lock:
             return self._index.kind
 
-    @_storage_errors
+    @storage_errors
     def database_ids(self) -> set[int]:
         with self._lock:
             with self.store.read() as tx:

@@ -20,16 +20,13 @@ per-process secret) so a request does not pay the hashing each time.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 from service.store.base import (
     COLLECTION_ID,
@@ -40,7 +37,7 @@ from service.store.base import (
     InvalidCollectionIdError,
     Store,
 )
-from service.store.gallery import Change, Gallery, check_model, read_changes
+from service.store.gallery import Change, Gallery, check_model, read_changes, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +93,6 @@ class CollectionInfo:
     faces: int
 
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-def _storage_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        store: Store = args[0].store  # type: ignore[attr-defined]
-        try:
-            return method(*args, **kwargs)
-        except store.integrity_errors():
-            raise
-        except store.driver_errors() as exc:
-            raise store.translate(exc) from exc
-
-    return wrapper
-
-
 class Galleries:
     """Every collection of one store, around its ``default`` gallery (which owns the store)."""
 
@@ -158,7 +137,7 @@ class Galleries:
         with self._lock:
             return dict(self._open)
 
-    @_storage_errors
+    @storage_errors
     def create(self, cid: str, api_key: str | None = None) -> Gallery:
         """A new empty collection for this service's model and pipeline, with an optional API key
         of its own. Raises InvalidCollectionIdError, CollectionExistsError."""
@@ -177,7 +156,7 @@ class Galleries:
             self._open.pop(cid, None)
             return self.get(cid)
 
-    @_storage_errors
+    @storage_errors
     def delete(self, cid: str) -> tuple[int, int]:
         """Delete a collection with its people and faces; returns (people, faces) deleted.
         Raises InvalidCollectionIdError, CollectionProtectedError (``default``),
@@ -208,13 +187,13 @@ class Galleries:
         with self._lock:
             self._open.pop(cid, None)
 
-    @_storage_errors
+    @storage_errors
     def exists(self, cid: str) -> bool:
         valid_collection_id(cid)
         with self.store.read() as tx:
             return tx.execute("SELECT 1 FROM collections WHERE id = ?", (cid,)).fetchone() is not None
 
-    @_storage_errors
+    @storage_errors
     def list(self) -> list[CollectionInfo]:
         """Every collection, ``default`` first then by id, with its counts."""
         with self.store.read(snapshot=True) as tx:
@@ -227,7 +206,7 @@ class Galleries:
         ]
         return sorted(infos, key=lambda c: (c.id != DEFAULT_COLLECTION, c.id))
 
-    @_storage_errors
+    @storage_errors
     def check(self, cid: str) -> None:
         """CollectionNotFoundError / ModelMismatchError without opening (building) the collection."""
         valid_collection_id(cid)
@@ -237,7 +216,7 @@ class Galleries:
             raise CollectionNotFoundError(cid)
         check_model(self.store.location, cid, row, self.default.model_id, self.default.dim, self.default.pipeline)
 
-    @_storage_errors
+    @storage_errors
     def key_ok(self, cid: str, key: str | None) -> bool:
         """Whether ``key`` is the API key of collection ``cid`` (False when it has none, or for
         an unknown or invalid id)."""
@@ -260,7 +239,7 @@ class Galleries:
             self._verified.add(token)
         return True
 
-    @_storage_errors
+    @storage_errors
     def set_key(self, cid: str, api_key: str | None) -> None:
         """Give collection ``cid`` a new API key of its own (None: none)."""
         valid_collection_id(cid)
@@ -270,12 +249,12 @@ class Galleries:
             tx.log_change(cid, "collection_key")
 
     # -- following the change log (replicas: service/store/feed.py) ------------------------
-    @_storage_errors
+    @storage_errors
     def changes_since(self, after_seq: int, limit: int = 1000) -> list[Change]:
         """Change-log rows after ``after_seq``, oldest first (seq follows commit order)."""
         return read_changes(self.store, after_seq, limit)
 
-    @_storage_errors
+    @storage_errors
     def last_seq(self) -> int:
         with self.store.read() as tx:
             return int(tx.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
