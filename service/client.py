@@ -583,6 +583,10 @@ class Client:
         """``GET /openapi.json``."""
         return self._json("GET", "/openapi.json")
 
+    def metrics(self) -> str:
+        """``GET /metrics``: the Prometheus text exposition (parse it with prometheus-client's parser)."""
+        return self.request("GET", "/metrics").content.decode("utf-8")
+
     # -- teach, identify, verify ---------------------------------------------------------
     def teach(
         self,

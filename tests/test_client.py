@@ -74,6 +74,9 @@ def test_health_readiness_info_openapi(fewface: Client, server: ServerProcess) -
     assert info["model"]["id"] == ready["model"] and info["model"]["dim"] > 0 and "match_rule" in info
     spec = fewface.openapi()
     assert "/v1/identify" in spec["paths"] and "/v1/people/{person_id}/faces" in spec["paths"]
+    assert "fewface_http_requests_total" in fewface.metrics()
+    with pytest.raises(fc.UnauthorizedError):
+        Client(server.base).metrics()  # same auth as the API
 
 
 # -- teach: every input form -----------------------------------------------------------------
