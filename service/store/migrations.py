@@ -17,6 +17,14 @@ gallery written by any earlier Fewface opens and one written by a newer one is r
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from service.store.base import GalleryOpenError
+
+log = logging.getLogger(__name__)
+
 LATEST = 3
 
 SQLITE_V1 = [
@@ -161,3 +169,27 @@ TABLES = frozenset({"meta", "people", "faces", "collections", "changes", "thumbn
 def pending(dialect: str, current: int) -> list[tuple[int, list[str]]]:
     """The steps that take a ``dialect`` database from version ``current`` to ``LATEST``."""
     return [(version, statements) for version, statements in sorted(STEPS[dialect].items()) if version > current]
+
+
+def upgrade(execute: Callable[..., Any], dialect: str, tables: set[str], *, where: str, unversioned: int, newer_fix: str) -> None:
+    """Bring the database whose tables are ``tables`` to ``LATEST`` inside the caller's
+    transaction (``execute(sql, params)``, the dialect's own placeholder): read its version
+    (``unversioned`` when ``meta`` has none), refuse a newer one (GalleryOpenError naming
+    ``where`` and ``newer_fix``), apply the pending steps and record the version."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    current = 0
+    if "meta" in tables:
+        row = execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row is not None and str(row[0]).isdigit() else unversioned
+    if current > LATEST:
+        raise GalleryOpenError(
+            f"{where} has schema version {current}, written by a newer Fewface (this one knows up to {LATEST}): {newer_fix}"
+        )
+    for version, statements in pending(dialect, current):
+        for statement in statements:
+            execute(statement)
+        log.info("%s: schema migrated to version %d", where, version)
+    execute(
+        f"INSERT INTO meta (key, value) VALUES ('schema_version', {mark}) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(LATEST),),
+    )

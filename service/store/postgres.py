@@ -35,7 +35,7 @@ from service.store.base import (
     StoreBusyError,
     StoreUnavailableError,
 )
-from service.store.migrations import LATEST, TABLES, pending
+from service.store.migrations import TABLES, upgrade
 
 log = logging.getLogger(__name__)
 
@@ -148,22 +148,13 @@ class PostgresStore:
                     f"the PostgreSQL database {self.location} holds other tables ({', '.join(sorted(tables - TABLES)) or 'no meta'}): "
                     "give Fewface a database of its own"
                 )
-            current = 0
-            if "meta" in tables:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                current = int(row[0]) if row is not None and str(row[0]).isdigit() else 0
-            if current > LATEST:
-                raise GalleryOpenError(
-                    f"the PostgreSQL database {self.location} has schema version {current}, written by a newer Fewface "
-                    f"(this one knows up to {LATEST}): run that version"
-                )
-            for version, statements in pending(self.dialect, current):
-                for statement in statements:
-                    conn.execute(statement)
-                log.info("PostgreSQL gallery %s: schema migrated to version %d", self.location, version)
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(LATEST),),
+            upgrade(
+                conn.execute,
+                self.dialect,
+                tables,
+                where=f"the PostgreSQL database {self.location}",
+                unversioned=0,
+                newer_fix="run that version",
             )
 
     @contextmanager

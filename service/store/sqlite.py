@@ -27,7 +27,7 @@ from service.store.base import (
     StoreUnavailableError,
 )
 from service.store.datalock import DataDirLock
-from service.store.migrations import LATEST, TABLES, pending
+from service.store.migrations import TABLES, upgrade
 
 log = logging.getLogger(__name__)
 
@@ -130,22 +130,13 @@ class SqliteStore:
 
     def _migrate(self, tables: set[str]) -> None:
         with self.write() as tx:
-            current = 0
-            if "meta" in tables:
-                row = tx.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                current = int(row[0]) if row is not None and str(row[0]).isdigit() else (1 if "people" in tables else 0)
-            if current > LATEST:
-                raise GalleryOpenError(
-                    f"the gallery {self._path} has schema version {current}, written by a newer Fewface (this one knows up to "
-                    f"{LATEST}): run that version, or point FEWFACE_DATA_DIR at another directory"
-                )
-            for version, statements in pending(self.dialect, current):
-                for statement in statements:
-                    tx.execute(statement)
-                log.info("gallery %s: schema migrated to version %d", self._path, version)
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(LATEST),),
+            upgrade(
+                tx.execute,
+                self.dialect,
+                tables,
+                where=f"the gallery {self._path}",
+                unversioned=1 if "people" in tables else 0,  # a v1 file made before the version was recorded
+                newer_fix="run that version, or point FEWFACE_DATA_DIR at another directory",
             )
 
     @contextmanager
