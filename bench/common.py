@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import os
 import platform
-import signal
 import statistics
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -112,63 +110,3 @@ def checkout(commit: str, into: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     return folder
-
-
-class Service:
-    """``python -m service`` from the code in ``root`` (this checkout, or an older commit's tree
-    from ``checkout``) on 127.0.0.1 in a child process, with a fresh data folder."""
-
-    def __init__(self, root: Path, data_dir: Path, log_path: Path, **env: str) -> None:
-        self.root, self.data_dir, self.log_path, self.env = root, data_dir, log_path, env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self, timeout: float = 180.0) -> Service:
-        import requests
-
-        from tests.serverproc import free_port
-
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "FEWFACE_DATA_DIR": str(self.data_dir),
-            "FEWFACE_HOST": "127.0.0.1",
-            "FEWFACE_PORT": str(self.port),
-            "FEWFACE_API_KEY": "",
-            "FEWFACE_BASIC_AUTH": "",
-            "PYTHONPATH": "",
-            **self.env,
-        }
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service"], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                if requests.get(self.url("/readyz"), timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server in {self.root} did not start; log:\n{self.log_path.read_text(errors='replace')[-3000:]}")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def __enter__(self) -> Service:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()

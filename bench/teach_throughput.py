@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench.common import BEFORE_ISSUE_12, FACES, ROOT, Service, checkout, cpu_seconds, load, machine, run_clients
+from bench.common import BEFORE_ISSUE_12, FACES, ROOT, checkout, cpu_seconds, load, machine, run_clients
+from tests.serverproc import ServerProcess
 
 
 def photos(n: int) -> list[tuple[str, str]]:
@@ -42,7 +43,7 @@ def photos(n: int) -> list[tuple[str, str]]:
     return rows[:n]
 
 
-def teach_all(server: Service, items: list[tuple[str, str]], blobs: list[bytes], clients: int, tag: str) -> tuple[float, float, int]:
+def teach_all(server: ServerProcess, items: list[tuple[str, str]], blobs: list[bytes], clients: int, tag: str) -> tuple[float, float, int]:
     """(seconds, server CPU seconds, faces stored) for teaching ``items`` with ``clients``
     concurrent keep-alive clients, to person ids suffixed with ``tag``."""
     local = threading.local()
@@ -96,14 +97,15 @@ def main() -> None:
             setups[label] = (ROOT, dict(kv.split("=", 1) for kv in env.split(",") if kv))
         setups |= {commit: (checkout(commit, folder), {}) for commit in baselines}
         servers = {
-            label: Service(root, folder / f"data-{i}", folder / f"{i}.log", **env) for i, (label, (root, env)) in enumerate(setups.items())
+            label: ServerProcess(folder / f"data-{i}", folder / f"{i}.log", root=root, PYTHONPATH="", **env)
+            for i, (label, (root, env)) in enumerate(setups.items())
         }
         for label, (_, env) in setups.items():
             if env:
                 print(f"# {label}: {' '.join(f'{k}={v}' for k, v in env.items())}")
         try:
             for server in servers.values():
-                server.start()
+                server.start(timeout=180.0)
             for server in servers.values():  # warm-up: first calls allocate buffers
                 teach_all(server, items[:4], blobs[:4], 2, "warmup")
             rates: dict[tuple[str, int], list[float]] = {}
@@ -121,7 +123,7 @@ def main() -> None:
                         )
         finally:
             for server in servers.values():
-                server.stop()
+                server.kill()
     print("# medians over rounds")
     for clients in client_counts:
         ours = rates["fewface", clients]

@@ -31,7 +31,9 @@ def free_port() -> int:
 class ServerProcess:
     internal_errors = 0  # 500 answers logged by every child server so far (tests/conftest.py checks)
 
-    def __init__(self, data_dir: Path, log_path: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, *, root: Path = ROOT, **env: str) -> None:
+        """``root``: the code to run (this checkout, or an older commit's tree: bench/common.py ``checkout``)."""
+        self.root = Path(root)
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.extra_env = env
@@ -57,7 +59,7 @@ class ServerProcess:
                 log.write(f"\n--- start (attempt {attempt + 1}) port {self.port} ---\n".encode())
                 log.flush()
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    [sys.executable, "-m", "service"], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
             if self._wait_ready(timeout):
                 return self
