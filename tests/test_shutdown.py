@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import socket
 import time
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import photo
 from tests.serverproc import ServerProcess
@@ -40,7 +42,15 @@ def send_identify(server: ServerProcess, settle: float = 0.3) -> http.client.HTT
     conn.request("GET", "/healthz")
     assert conn.getresponse().read()
     conn.request("POST", "/v1/identify", body=photo(SLOW), headers={"Content-Type": "image/jpeg"})
-    time.sleep(settle)  # the server reads the request at once; identifying it takes about a second
+    # Wait until the app is handling it (GET /metrics counts itself too), not a fixed time: on a
+    # busy machine the server may not have read the request yet when a fixed pause ends.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        scrape = requests.get(server.url("/metrics"), timeout=10).text
+        if float(re.search(r"^fewface_http_requests_in_flight (\S+)$", scrape, re.M).group(1)) >= 2:
+            break
+        time.sleep(0.02)
+    time.sleep(settle)  # identifying it takes about a second
     return conn
 
 
