@@ -19,7 +19,7 @@ import requests
 from tests.conftest import photo
 from tests.serverproc import ServerProcess
 
-SLOW = "couple.jpg"  # 2280 x 1588, two faces: about a second to identify on 2 CPU cores
+SLOW = "couple.jpg"  # 2280 x 1588, two faces: a few hundred ms to identify on 2 quiet CPU cores
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.kill()
 
 
-def send_identify(server: ServerProcess, settle: float = 0.3) -> http.client.HTTPConnection:
+def send_identify(server: ServerProcess, settle: float = 0.0) -> http.client.HTTPConnection:
     """A keep-alive connection (accepted: it has answered once) with an identify request sent on it."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
     conn.request("GET", "/healthz")
@@ -50,7 +50,7 @@ def send_identify(server: ServerProcess, settle: float = 0.3) -> http.client.HTT
         if float(re.search(r"^fewface_http_requests_in_flight (\S+)$", scrape, re.M).group(1)) >= 2:
             break
         time.sleep(0.02)
-    time.sleep(settle)  # identifying it takes about a second
+    time.sleep(settle)
     return conn
 
 
