@@ -154,11 +154,17 @@ def pyramid_down_2(image: np.ndarray) -> np.ndarray:
     out_h, out_w = (height - 3) // 2, (width - 3) // 2
     if height <= 8 or width <= 8:
         return np.zeros((0, 0, *image.shape[2:]), dtype=np.uint8)
-    x = image.astype(np.uint16)
-    weights = (1, 4, 6, 4, 1)
-    rows = sum(w * x[:, k : k + 2 * out_w : 2] for k, w in enumerate(weights))
-    both = sum(w * rows[k : k + 2 * out_h : 2] for k, w in enumerate(weights))
-    return (both // 256).astype(np.uint8)
+    # Down the columns first (whole rows at a time, contiguous), then along the rows of the half
+    # as many rows that are left; integer sums, so the order changes nothing.
+    end = 2 * out_h
+    cols = np.add(image[0:end:2], image[4 : end + 4 : 2], dtype=np.uint16)
+    cols += 4 * np.add(image[1 : end + 1 : 2], image[3 : end + 3 : 2], dtype=np.uint16)
+    cols += 6 * image[2 : end + 2 : 2].astype(np.uint16)
+    end = 2 * out_w
+    both = cols[:, 0:end:2] + cols[:, 4 : end + 4 : 2]
+    both += 4 * (cols[:, 1 : end + 1 : 2] + cols[:, 3 : end + 3 : 2])
+    both += 6 * cols[:, 2 : end + 2 : 2]
+    return (both >> 8).astype(np.uint8)
 
 
 def _rect_down(rect: Rect) -> Rect:

@@ -276,35 +276,48 @@ def _bins(start: np.ndarray, stop: np.ndarray, size: int) -> tuple[np.ndarray, n
     return start[:, None] + (i * length) // size, start[:, None] - ((-(i + 1) * length) // size)
 
 
+def _cells(sums: np.ndarray) -> np.ndarray:
+    """The tables as one flat array of whole pixels (each pixel's three channel sums one item),
+    so a gather moves a pixel at a time."""
+    return sums.reshape(-1, 3).view(np.dtype((np.void, 3 * sums.itemsize))).reshape(-1)
+
+
 def _pooled(sums: np.ndarray, owner: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """(n, size_y, size_x, 3) float32 area averages: region k of image ``owner[k]`` binned by
-    ``rows`` (n, size_y) and ``cols`` (n, size_x) edges (torch's "area" resize, exactly), four
-    table look-ups per pixel in one gather."""
+    ``rows`` (n, size_y) and ``cols`` (n, size_x) edges (torch's "area" resize, exactly), from
+    four table look-ups per pixel."""
     (r0, r1), (c0, c1) = rows, cols
     _, height, width, _ = sums.shape  # height and width of the tables: one more than the image's
-    flat = torch.from_numpy(sums.reshape(-1, 3))
-    base = (owner * (height * width))[:, None, None]
+    cells = _cells(sums)
     n, sy, sx = len(owner), r0.shape[1], c0.shape[1]
-    index = np.stack([base + r[:, :, None] * width + c[:, None, :] for r, c in ((r1, c1), (r0, c1), (r1, c0), (r0, c0))])
-    corner = flat.index_select(0, torch.from_numpy(index.reshape(-1))).view(4, -1, 3)
-    total = corner[0] - corner[1] - corner[2] + corner[3]  # exact: every sum fits the table's dtype
-    area = torch.from_numpy(((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).reshape(-1, 1))
-    return (total.float() / area.float()).reshape(n, sy, sx, 3).numpy()
+    base = (owner * (height * width))[:, None, None]
+    top, bottom = base + r0[:, :, None] * width, base + r1[:, :, None] * width
+    left, right = c0[:, None, :], c1[:, None, :]
+
+    def corner(index: np.ndarray) -> np.ndarray:
+        return np.take(cells, index).view(sums.dtype).reshape(n, sy, sx, 3)
+
+    total = corner(bottom + right)
+    total -= corner(top + right)
+    total -= corner(bottom + left)
+    total += corner(top + left)  # exact: every sum fits the table's dtype
+    out = total.astype(np.float32)
+    out /= ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).astype(np.float32)[..., None]
+    return out
 
 
 def _level(sums: np.ndarray, rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """A whole pyramid level, (N, size_y, size_x, 3) float32: every image binned by the same
-    ``rows`` (1, size_y) and ``cols`` (1, size_x) edges, four table look-ups per pixel in one gather."""
+    ``rows`` (1, size_y) and ``cols`` (1, size_x) edges. The bins are separable, so the table's
+    bin rows are gathered (whole rows, contiguous) and differenced first, then their bin columns."""
     (r0, r1), (c0, c1) = (rows[0][0], rows[1][0]), (cols[0][0], cols[1][0])
-    n, height, width, _ = sums.shape
-    sy, sx = len(r0), len(c0)
-    flat = torch.from_numpy(sums.reshape(-1, 3))
-    base = (np.arange(n) * (height * width))[:, None, None]
-    index = np.stack([base + r[:, None] * width + c[None, :] for r, c in ((r1, c1), (r0, c1), (r1, c0), (r0, c0))])
-    corner = flat.index_select(0, torch.from_numpy(index.reshape(-1))).view(4, n * sy * sx, 3)
-    total = corner[0] - corner[1] - corner[2] + corner[3]  # exact: every sum fits the table's dtype
-    area = torch.from_numpy(((r1 - r0)[:, None] * (c1 - c0)[None, :]).reshape(1, -1, 1))
-    return (total.view(n, sy * sx, 3).float() / area.float()).view(n, sy, sx, 3).numpy()
+    band = np.take(sums, r1, axis=1)
+    band -= np.take(sums, r0, axis=1)  # (N, size_y, W + 1, 3): sums over each row bin, cumulated along the row
+    total = np.take(band, c1, axis=2)
+    total -= np.take(band, c0, axis=2)  # exact: every sum fits the table's dtype
+    out = total.astype(np.float32)
+    out /= ((r1 - r0)[:, None] * (c1 - c0)[None, :]).astype(np.float32)[None, :, :, None]
+    return out
 
 
 def _crops(sums: np.ndarray, boxes: torch.Tensor, owner: torch.Tensor, size: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:

@@ -153,7 +153,7 @@ class Engine:
         faces = rank_faces(self.detect(decoded.image), *decoded.image.size)[:max_faces]
         if not faces:
             return []
-        vectors = self.embed([self.embedder.crop(decoded.image, f) for f in faces])
+        vectors = self.embed(self.embedder.crops(decoded.image, faces))
         return [
             AnalyzedFace(f.scaled(decoded.scale).clipped(decoded.width, decoded.height), v, assess(decoded.image, f))
             for f, v in zip(faces, vectors, strict=True)
