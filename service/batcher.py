@@ -28,12 +28,15 @@ on a ``Future``; the batcher's own threads run it in batches:
   crops (results would only be close to single-image detection), and batching large images
   gained little on CPU (README, Performance).
 * **Intra-op threads**: ``torch_threads=N`` makes every worker run its batches on N intra-op
-  threads (torch's count is per calling thread with OpenMP, so each worker sets its own when it
-  starts); 0 leaves torch's default (one per core). A rule that gave a batch every core when it
-  ran alone and 1 thread when others ran or waited was measured and not adopted: 8 teaching
-  clients on the shared 2-core VM used 6 % less CPU per face with it, but the server then won
-  less CPU from the other processes on the machine (0.29-0.33 against 0.42-0.59 cores) and
-  enrolled 0.57x the faces/s (README, Performance).
+  threads (torch's count is per calling thread with OpenMP, so each worker sets its own).
+  ``0`` (the default) decides per batch: a batch that is the only work in the batcher gets
+  every core (a lone request's latency), one that runs while other jobs run or wait gets one
+  thread, since the other workers then fill the other cores and OpenMP teams of several
+  workers only contend for them. On a quiet 2-core machine, 8 teaching clients enrolled
+  1.16x the faces/s at 0.86x the CPU per face with one thread per worker than with torch's
+  two (docs/performance.md). An earlier measurement on the same VM shared with several other
+  jobs went the other way (the server won less CPU from the other processes with fewer
+  runnable threads); a dedicated machine is what a deployment has.
 * Each request's results are routed back through its future. Bad input (wrong crop shape,
   non-finite values, a non-RGB image) is refused at submission, for that request alone. When a
   batch raises, its members are retried one by one, so only the faulty request fails.
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -299,18 +303,21 @@ class MicroBatcher:
 
     # -- running batches -----------------------------------------------------------------
     def _loop(self, next_batch: Callable[[], list[_Job] | None]) -> None:
-        if self.torch_threads and torch.get_num_threads() != self.torch_threads:
-            torch.set_num_threads(self.torch_threads)  # this thread's own count (also the default of threads started later)
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+        # torch adopts the process's last set_num_threads in a thread's first parallel op: have that
+        # happen now, so the count set before each batch below is the one the batch runs with.
+        torch.ones(2).sum()
         while True:
             jobs = next_batch()
             if jobs is None:
                 return
             live = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-            if len(live) < len(jobs):
-                with self._cond:
-                    self._in_flight -= len(jobs) - len(live)  # cancelled by their callers
+            with self._cond:
+                self._in_flight -= len(jobs) - len(live)  # cancelled by their callers
+                alone = self._in_flight <= len(live)
             if not live:
                 continue
+            torch.set_num_threads(self.torch_threads or (cores if alone else 1))  # this worker thread's own count (OpenMP)
             if self.on_batch is not None:
                 self.on_batch(live[0].kind, len(live), sum(j.size for j in live) if live[0].kind == "embed" else len(live))
             try:

@@ -196,7 +196,8 @@ class Settings:
     torch_threads: int = _setting(
         "FEWFACE_TORCH_THREADS",
         0,
-        "Intra-op threads each detection / embedding worker runs its batches on; 0 = torch's default (one per core).",
+        "Intra-op threads each detection / embedding worker runs its batches on; 0 = every core for a batch that runs alone, "
+        "1 while other work runs or waits.",
     )
     index_exact_max: int = _setting(
         "FEWFACE_INDEX_EXACT_MAX", 200_000, "Gallery size up to which search is exact; above it an IVF index is used (see Performance)."

@@ -4,6 +4,7 @@ results equal unbatched ones, one faulty request never fails its batch-mates, cl
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -209,3 +210,22 @@ def test_close_finishes_queued_work_then_refuses(engine: Engine, crops: np.ndarr
     with pytest.raises(BatcherClosedError):
         b.submit_embed(crops[:1])
     b.close()  # idempotent
+
+
+def test_a_batch_alone_gets_every_core_and_one_among_others_gets_one(engine: Engine, crops: np.ndarray) -> None:
+    """``torch_threads=0`` (the default): a lone request's batch runs on every core the process
+    may use; while other jobs run or wait, each batch runs on one intra-op thread."""
+    cores = len(os.sched_getaffinity(0))
+    seen: list[tuple[str, int]] = []
+    image = decode_image(photo("img1.jpg"), max_pixels=LIMITS["max_pixels"], max_side=640).image
+    small = decode_image(photo("img1.jpg"), max_pixels=LIMITS["max_pixels"], max_side=600).image
+    with MicroBatcher(engine.embedder, engine.detector) as b:
+        b.on_batch = lambda lane, requests, items: seen.append((lane, torch.get_num_threads()))  # runs on the worker
+        b.detect(image)
+        b.embed(crops[:1])
+        assert seen == [("detect", cores), ("embed", cores)]
+        seen.clear()
+        futures = [b.submit_detect(image), b.submit_detect(small), b.submit_embed(crops[:2]), b.submit_embed(crops[2:3])]
+        for f in futures:
+            f.result(120)
+    assert len(seen) >= 3 and ("detect", 1) in seen and ("embed", 1) in seen, seen
