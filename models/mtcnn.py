@@ -214,17 +214,18 @@ class Cascade(torch.nn.Module):
 
 
 def _grid_boxes(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """P-Net's output cells above ``threshold`` as (x1, y1, x2, y2, score, 4 offsets) in image pixels."""
+    """P-Net's output cells above ``threshold`` as (x1, y1, x2, y2, score, 4 offsets) in image pixels,
+    in row-major (image, y, x) order."""
     stride, cell = 2, 12
-    mask = probs >= threshold
-    where = mask.nonzero()
-    owner = where[:, 0]
-    score = probs[mask]
-    offsets = reg.permute(1, 0, 2, 3)[:, mask].permute(1, 0)
-    yx = where[:, 1:].to(reg.dtype).flip(1)  # (x, y) of each cell
+    _, height, width = probs.shape
+    flat = probs.reshape(-1)
+    index = (flat >= threshold).nonzero().flatten()
+    offsets = reg.permute(0, 2, 3, 1).reshape(-1, 4)[index]
+    owner, within = index // (height * width), index % (height * width)
+    yx = torch.stack([within % width, within // width], dim=1).to(reg.dtype)  # (x, y) of each cell
     q1 = ((stride * yx + 1) / scale).floor()
     q2 = ((stride * yx + cell - 1 + 1) / scale).floor()
-    return torch.cat([q1, q2, score[:, None], offsets], dim=1), owner
+    return torch.cat([q1, q2, flat[index, None], offsets], dim=1), owner
 
 
 def _square(boxes: torch.Tensor) -> torch.Tensor:
