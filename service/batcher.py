@@ -32,11 +32,12 @@ on a ``Future``; the batcher's own threads run it in batches:
   ``0`` (the default) decides per batch: a batch that is the only work in the batcher gets
   every core (a lone request's latency), one that runs while other jobs run or wait gets one
   thread, since the other workers then fill the other cores and OpenMP teams of several
-  workers only contend for them. On a quiet 2-core machine, 8 teaching clients enrolled
-  1.16x the faces/s at 0.86x the CPU per face with one thread per worker than with torch's
-  two (docs/performance.md). An earlier measurement on the same VM shared with several other
-  jobs went the other way (the server won less CPU from the other processes with fewer
-  runnable threads); a dedicated machine is what a deployment has.
+  workers only contend for them ("every core": ``OMP_NUM_THREADS`` when set, else the cores the
+  process may run on). On a quiet 2-core machine, 8 teaching clients enrolled 1.05-1.25x the
+  faces/s with it than with a fixed two threads per worker, at 0.87-0.94x the CPU per face
+  (docs/performance.md). An earlier measurement on the same VM shared with several other jobs
+  went the other way (the server won less CPU from the other processes with fewer runnable
+  threads); a dedicated machine is what a deployment has.
 * Each request's results are routed back through its future. Bad input (wrong crop shape,
   non-finite values, a non-RGB image) is refused at submission, for that request alone. When a
   batch raises, its members are retried one by one, so only the faulty request fails.
@@ -100,6 +101,19 @@ class _Job:
     @property
     def image_size(self) -> tuple[int, int]:
         return self.payload.size
+
+
+def every_core() -> int:
+    """The intra-op threads a batch that runs alone gets: ``OMP_NUM_THREADS`` when set (as torch
+    honours it), else the cores this process may run on."""
+    try:
+        configured = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        configured = 0
+    if configured > 0:
+        return configured
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere the machine's count
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 class MicroBatcher:
@@ -303,7 +317,7 @@ class MicroBatcher:
 
     # -- running batches -----------------------------------------------------------------
     def _loop(self, next_batch: Callable[[], list[_Job] | None]) -> None:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+        cores = every_core()
         # torch adopts the process's last set_num_threads in a thread's first parallel op: have that
         # happen now, so the count set before each batch below is the one the batch runs with.
         torch.ones(2).sum()

@@ -4,7 +4,6 @@ results equal unbatched ones, one faulty request never fails its batch-mates, cl
 from __future__ import annotations
 
 import io
-import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from service.batcher import BatcherClosedError, MicroBatcher
+from service.batcher import BatcherClosedError, MicroBatcher, every_core
 from service.imaging import decode_image
 from service.recognizer import Engine
 from tests.conftest import photo
@@ -213,9 +212,9 @@ def test_close_finishes_queued_work_then_refuses(engine: Engine, crops: np.ndarr
 
 
 def test_a_batch_alone_gets_every_core_and_one_among_others_gets_one(engine: Engine, crops: np.ndarray) -> None:
-    """``torch_threads=0`` (the default): a lone request's batch runs on every core the process
-    may use; while other jobs run or wait, each batch runs on one intra-op thread."""
-    cores = len(os.sched_getaffinity(0))
+    """``torch_threads=0`` (the default): a lone request's batch runs on every core; while other
+    jobs run or wait, each batch runs on one intra-op thread."""
+    cores = every_core()
     seen: list[tuple[str, int]] = []
     image = decode_image(photo("img1.jpg"), max_pixels=LIMITS["max_pixels"], max_side=640).image
     small = decode_image(photo("img1.jpg"), max_pixels=LIMITS["max_pixels"], max_side=600).image
