@@ -4,6 +4,7 @@ synthetic). The writer's index changes with its writes; the follower's only thro
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -160,3 +161,23 @@ def test_feed_stops_when_its_registry_is_gone(pg_url: str) -> None:
     assert feed._thread is not None
     feed._thread.join(timeout=5)
     assert not feed._thread.is_alive() and not feed.connected()
+
+
+def test_an_outage_is_one_warning_not_one_per_retry(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A feed whose database cannot be reached retries with backoff; it warns once for the
+    outage (the retries are debug lines) and keeps reporting it in its status."""
+    registry = Galleries(open_gallery(pg_url))
+    feed = ChangeFeed("postgresql://fewface@127.0.0.1:1/nowhere", registry, poll_interval=0.1)
+    with caplog.at_level(logging.DEBUG, logger="service.store.feed"):
+        feed.start()
+        try:
+            deadline = time.monotonic() + 10
+            while sum(r.message.startswith("change feed:") for r in caplog.records) < 4:
+                assert time.monotonic() < deadline, "the feed did not retry"
+                time.sleep(0.05)
+        finally:
+            feed.stop()
+            registry.close()
+    retries = [r for r in caplog.records if r.message.startswith("change feed:")]
+    assert [r.levelno for r in retries][:4] == [logging.WARNING, logging.DEBUG, logging.DEBUG, logging.DEBUG]
+    assert not feed.status()["connected"]

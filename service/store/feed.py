@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "fewface_changes"
 BATCH = 2000  # changes read per query
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 2.0
+WARN_EVERY = 60.0  # seconds between two warnings about the same failure
 
 
 class ChangeFeed:
@@ -108,11 +109,13 @@ class ChangeFeed:
     # -- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         backoff = BACKOFF_MIN
+        warned: tuple[str, float] | None = None  # the failure last logged as a warning, and when
         while not self._stop.is_set():
             try:
                 if not self.connected():
                     self._connect()
                     log.info("change feed connected (from seq %d)", self._seq)
+                    warned = None
                 while self.poll_once():
                     pass  # a full batch: read on at once
                 backoff = BACKOFF_MIN
@@ -125,7 +128,19 @@ class ChangeFeed:
                 if self._stop.is_set():
                     break
                 self._error = f"{type(exc).__name__}: {exc}".strip()[:300]
-                log.warning("change feed: %s; reconnecting in %.1f s (index %.1f s stale)", self._error, backoff, self.staleness())
+                # One warning per outage (again when the failure changes, or each WARN_EVERY s while
+                # it lasts); the retries in between are debug lines, not a line every 2 s.
+                now = time.monotonic()
+                loud = warned is None or warned[0] != self._error or now - warned[1] >= WARN_EVERY
+                if loud:
+                    warned = (self._error, now)
+                log.log(
+                    logging.WARNING if loud else logging.DEBUG,
+                    "change feed: %s; reconnecting in %.1f s (index %.1f s stale)",
+                    self._error,
+                    backoff,
+                    self.staleness(),
+                )
                 self._close()
                 self._stop.wait(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
