@@ -20,6 +20,8 @@ three networks and the same box arithmetic with three changes:
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +114,9 @@ class Cascade(torch.nn.Module):
         self.thresholds = thresholds
         self.limits = limits
         self.device = device
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._pool_lock = threading.Lock()
         self.to(device).eval()
 
     @torch.inference_mode()
@@ -136,12 +141,9 @@ class Cascade(torch.nn.Module):
     # -- stage 1: P-Net over the pyramid ---------------------------------------------------
     def _propose(self, sums: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         n, height, width = sums.shape[0], sums.shape[1] - 1, sums.shape[2] - 1
+        levels = list(enumerate(pyramid_scales(height, width, self.limits)))
         found, groups = [], []
-        for level, scale in enumerate(pyramid_scales(height, width, self.limits)):
-            rows = _bins(np.zeros(1, np.int64), np.full(1, height), int(height * scale + 1))
-            cols = _bins(np.zeros(1, np.int64), np.full(1, width), int(width * scale + 1))
-            reg, probs = self.pnet(self._tensor(_level(sums, rows, cols)))
-            boxes, owner = _grid_boxes(reg, probs, scale, self.thresholds[0])
+        for level, boxes, owner in self._scan(sums, levels):
             found.append(boxes)
             groups.append(owner + level * n)
         if not found:
@@ -156,6 +158,56 @@ class Cascade(torch.nn.Module):
         x2, y2 = boxes[:, 2] + boxes[:, 7] * w, boxes[:, 3] + boxes[:, 8] * h
         refined = torch.stack([x1, y1, x2, y2, boxes[:, 4]], dim=1)
         return _square(refined), owner
+
+    def _scan(self, sums: np.ndarray, levels: list[tuple[int, float]]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """P-Net's candidates on each (index, scale) level, in level order. On the CPU with several
+        intra-op threads (a batch that runs alone), the levels are shared out among that many
+        threads of one intra-op thread each instead: the pyramid's levels are independent, and
+        whole levels side by side keep every core busy through the numpy work between the
+        convolutions, which intra-op threads leave to one core (docs/performance.md)."""
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads < 2 or len(levels) < 2:
+            return self._scan_levels(sums, levels)
+        height, width = sums.shape[1] - 1, sums.shape[2] - 1
+        shares: list[list[tuple[int, float]]] = [[] for _ in range(min(threads, len(levels)))]
+        load = [0.0] * len(shares)
+        for level in levels:  # largest first, each to the least loaded thread
+            i = load.index(min(load))
+            shares[i].append(level)
+            load[i] += height * width * level[1] ** 2
+        pool = self._level_pool(len(shares) - 1)
+        others = [pool.submit(self._scan_levels_alone, sums, share) for share in shares[1:]]
+        torch.set_num_threads(1)
+        try:
+            mine = self._scan_levels(sums, shares[0])
+        finally:
+            torch.set_num_threads(threads)
+        return sorted(mine + [found for f in others for found in f.result()], key=lambda found: found[0])
+
+    def _scan_levels(self, sums: np.ndarray, levels: list[tuple[int, float]]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        height, width = sums.shape[1] - 1, sums.shape[2] - 1
+        out = []
+        for level, scale in levels:
+            rows = _bins(np.zeros(1, np.int64), np.full(1, height), int(height * scale + 1))
+            cols = _bins(np.zeros(1, np.int64), np.full(1, width), int(width * scale + 1))
+            reg, probs = self.pnet(self._tensor(_level(sums, rows, cols)))
+            out.append((level, *_grid_boxes(reg, probs, scale, self.thresholds[0])))
+        return out
+
+    @torch.inference_mode()
+    def _scan_levels_alone(self, sums: np.ndarray, levels: list[tuple[int, float]]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        torch.set_num_threads(1)  # this pool thread's own count
+        return self._scan_levels(sums, levels)
+
+    def _level_pool(self, workers: int) -> ThreadPoolExecutor:
+        """Threads that scan pyramid levels beside the caller (made on first use, grown as needed)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_size < workers:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fewface-pnet")
+                self._pool_size = workers
+            return self._pool
 
     # -- stage 2: R-Net --------------------------------------------------------------------
     def _tensor(self, pixels: np.ndarray) -> torch.Tensor:

@@ -91,3 +91,24 @@ def test_summed_area_table_is_exact() -> None:
     expected = np.zeros((38, 54, 3), np.int64)
     expected[1:, 1:] = pixels.astype(np.int64).cumsum(axis=0).cumsum(axis=1)
     assert sums.shape == expected.shape and np.array_equal(sums, expected)
+
+
+def test_levels_scanned_side_by_side_find_the_same_faces(faces_dir: Path) -> None:
+    """With several intra-op threads the pyramid's levels run side by side (models/mtcnn.py):
+    the faces are those of the one-thread scan, level by level in the same order."""
+    image = load(faces_dir / "selfie-many-people.jpg")
+    detector = FaceDetector("cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = detector.detect(image)
+        assert detector._cascade._pool is None  # one thread: no level scanned elsewhere
+        torch.set_num_threads(2)
+        side_by_side = detector.detect(image)
+        assert detector._cascade._pool is not None
+    finally:
+        torch.set_num_threads(threads)
+    assert len(side_by_side) == len(alone) == 4
+    for a, b in zip(alone, side_by_side, strict=True):
+        np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
