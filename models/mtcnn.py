@@ -200,11 +200,11 @@ class Cascade(torch.nn.Module):
         return self._scan_levels(sums, levels)
 
     def _level_pool(self, workers: int) -> ThreadPoolExecutor:
-        """Threads that scan pyramid levels beside the caller (made on first use, grown as needed)."""
+        """Threads that scan pyramid levels beside the caller (made on first use; replaced by a larger
+        pool when more are needed: a caller may still hold the old one, whose idle threads end once
+        it is no longer referenced)."""
         with self._pool_lock:
             if self._pool is None or self._pool_size < workers:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False)
                 self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fewface-pnet")
                 self._pool_size = workers
             return self._pool
