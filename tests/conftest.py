@@ -23,6 +23,7 @@ from tests.serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "faces" / "deepface"
+LFW = FACES.parent / "lfw-dev" / "people"
 
 
 def _require_faces() -> None:
@@ -100,6 +101,23 @@ def client(app: Flask) -> Iterator[FlaskClient]:
 def photo(name: str) -> bytes:
     _require_faces()
     return (FACES / name).read_bytes()
+
+
+def dense_image(side: int = 1600, tile: int = 100) -> bytes:
+    """A JPEG tiled with real LFW faces (256 faces of 100 px in 1600 x 1600 by default): seconds of
+    detection and embedding work in one request."""
+    photos = sorted(LFW.glob("*/*.jpg"))
+    if not photos:
+        pytest.skip(f"LFW photos not found at {LFW}")
+    per_row = side // tile
+    step = len(photos) // per_row**2
+    canvas = Image.new("RGB", (side, side))
+    for k, path in enumerate(photos[::step][: per_row**2]):
+        face = Image.open(path).convert("RGB").crop((62, 62, 188, 188)).resize((tile, tile))  # LFW faces sit in the centre
+        canvas.paste(face, ((k % per_row) * tile, (k // per_row) * tile))
+    out = io.BytesIO()
+    canvas.save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def upload(data: bytes, filename: str = "photo.jpg") -> tuple[io.BytesIO, str]:

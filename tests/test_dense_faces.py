@@ -4,35 +4,18 @@ within a generous bound while a probe identify on a small photo keeps answering.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
 
-from tests.conftest import FACES, photo
+from tests.conftest import LFW, dense_image, photo
 from tests.serverproc import ServerProcess
 
-LFW = FACES.parent / "lfw-dev" / "people"
-SIDE, TILE = 1600, 100  # 256 real faces of 100 px in one 1600 x 1600 image
 DENSE_BOUND_S = 90.0  # generous: about 2 s each on a quiet 2-core VM, far more when it is shared
 PROBE_BOUND_S = 60.0
-
-
-def dense_image() -> bytes:
-    photos = sorted(LFW.glob("*/*.jpg"))
-    per_row = SIDE // TILE
-    step = len(photos) // per_row**2
-    canvas = Image.new("RGB", (SIDE, SIDE))
-    for k, path in enumerate(photos[::step][: per_row**2]):
-        face = Image.open(path).convert("RGB").crop((62, 62, 188, 188)).resize((TILE, TILE))  # LFW faces sit in the centre
-        canvas.paste(face, ((k % per_row) * TILE, (k // per_row) * TILE))
-    out = io.BytesIO()
-    canvas.save(out, "JPEG", quality=90)
-    return out.getvalue()
 
 
 def test_dense_faces_answered_within_bound_while_probe_answers(tmp_path: Path, faces_dir: Path) -> None:

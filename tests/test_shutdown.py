@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import photo
+from tests.conftest import dense_image, photo
 from tests.serverproc import ServerProcess
 
 SLOW = "couple.jpg"  # 2280 x 1588, two faces: a few hundred ms to identify on 2 quiet CPU cores
@@ -36,12 +36,13 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.kill()
 
 
-def send_identify(server: ServerProcess, settle: float = 0.0) -> http.client.HTTPConnection:
-    """A keep-alive connection (accepted: it has answered once) with an identify request sent on it."""
+def send_identify(server: ServerProcess, settle: float = 0.0, body: bytes | None = None) -> http.client.HTTPConnection:
+    """A keep-alive connection (accepted: it has answered once) with an identify request sent on it
+    (``body``: the image, SLOW by default)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
     conn.request("GET", "/healthz")
     assert conn.getresponse().read()
-    conn.request("POST", "/v1/identify", body=photo(SLOW), headers={"Content-Type": "image/jpeg"})
+    conn.request("POST", "/v1/identify", body=body or photo(SLOW), headers={"Content-Type": "image/jpeg"})
     # Wait until the app is handling it (GET /metrics counts itself too), not a fixed time: on a
     # busy machine the server may not have read the request yet when a fixed pause ends.
     deadline = time.monotonic() + 30
@@ -89,8 +90,10 @@ def test_sigterm_lets_the_request_in_flight_finish(server_factory: Callable[...,
 
 def test_shutdown_timeout_bounds_the_wait(server_factory: Callable[..., ServerProcess]) -> None:
     server = server_factory(FEWFACE_SHUTDOWN_TIMEOUT="0.2")
-    conns = [send_identify(server, settle=0.0) for _ in range(3)]  # three at once: seconds of work
-    time.sleep(0.1)
+    # Photos tiled with a hundred faces or more: seconds of work each, far beyond the 0.2 s (a real
+    # photo of a few faces now identifies in a few hundred ms, and the first could finish in time).
+    crowd = dense_image()
+    conns = [send_identify(server, body=crowd) for _ in range(2)]
     server.signal(signal.SIGINT)  # Ctrl-C stops the same way
     stopped_at = time.monotonic()
     assert server.wait(timeout=30) == 0
