@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 
 from bench.common import FACES, machine
-from models import FaceDetector
+from models import DetectedFace, FaceDetector
 from service.imaging import decode_image
 
 LFW = FACES.parent / "lfw-dev" / "people"
@@ -96,20 +97,34 @@ def compare(name: str, reference: list[tuple[np.ndarray, np.ndarray]], faces: li
     out.extra += len(faces) - len(matched)
 
 
-def run(detector: FaceDetector, paths: list[Path]) -> tuple[Comparison, float, float]:
-    """The comparison over ``paths``, and the median seconds per image of stock MTCNN and ``detector``."""
+def stock_mtcnn() -> object:
+    """facenet-pytorch's own MTCNN, as the reference was made."""
     from facenet_pytorch import MTCNN
 
-    stock = MTCNN(keep_all=True, min_face_size=20, device="cpu").eval()
+    return MTCNN(keep_all=True, min_face_size=20, device="cpu").eval()
+
+
+def side_by_side(
+    stock: object, detector: FaceDetector, image: Image.Image, clock: Callable[[], float]
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[DetectedFace], float, float]:
+    """(reference faces, ``detector``'s faces, stock's seconds, ``detector``'s seconds) on one image,
+    both timed by ``clock``."""
+    t = clock()
+    reference = reference_faces(stock, image)
+    t_stock = clock() - t
+    t = clock()
+    faces = detector.detect(image)
+    return reference, faces, t_stock, clock() - t
+
+
+def run(detector: FaceDetector, paths: list[Path]) -> tuple[Comparison, float, float]:
+    """The comparison over ``paths``, and the median seconds per image of stock MTCNN and ``detector``."""
+    stock = stock_mtcnn()
     result, t_stock, t_new = Comparison(), [], []
     for path in paths:
-        image = load(path)
-        t = time.perf_counter()
-        reference = reference_faces(stock, image)
-        t_stock.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        faces = detector.detect(image)
-        t_new.append(time.perf_counter() - t)
+        reference, faces, a, b = side_by_side(stock, detector, load(path), time.perf_counter)
+        t_stock.append(a)
+        t_new.append(b)
         compare(path.name, reference, faces, result)
     return result, float(np.median(t_stock)), float(np.median(t_new))
 
@@ -117,20 +132,15 @@ def run(detector: FaceDetector, paths: list[Path]) -> tuple[Comparison, float, f
 def timed(detector: FaceDetector, repeats: int = 5) -> None:
     """Median CPU ms per image (this process, all its threads) of stock MTCNN and ``detector`` on
     each TIMED photo, interleaved: on a shared machine the wall clock mostly measures the others."""
-    from facenet_pytorch import MTCNN
-
-    stock = MTCNN(keep_all=True, min_face_size=20, device="cpu").eval()
+    stock = stock_mtcnn()
     print(f"{'CPU time per photo':30s} {'stock ms':>9s} {'Fewface ms':>11s} {'faces':>7s}")
     for label, name in TIMED.items():
         image = load(FACES / name)
         t_stock, t_new = [], []
         for _ in range(repeats):
-            t = time.process_time()
-            reference = reference_faces(stock, image)
-            t_stock.append(time.process_time() - t)
-            t = time.process_time()
-            faces = detector.detect(image)
-            t_new.append(time.process_time() - t)
+            reference, faces, a, b = side_by_side(stock, detector, image, time.process_time)
+            t_stock.append(a)
+            t_new.append(b)
         found = f"{len(reference)}/{len(faces)}"
         print(f"{label:30s} {statistics.median(t_stock) * 1000:9.1f} {statistics.median(t_new) * 1000:11.1f} {found:>7s}")
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.detection_quality import FACES, TEST_SAMPLE_LFW, load, reference_faces, sample_paths
+from bench.detection_quality import FACES, TEST_SAMPLE_LFW, load, reference_faces, sample_paths, stock_mtcnn
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "reference" / "detection_mtcnn.json"
 
 
 def main() -> None:
-    from facenet_pytorch import MTCNN
-
-    stock = MTCNN(keep_all=True, min_face_size=20, device="cpu").eval()
+    stock = stock_mtcnn()
     photos = {}
     for path in sample_paths(TEST_SAMPLE_LFW):
         faces = reference_faces(stock, load(path))
